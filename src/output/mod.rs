@@ -1,0 +1,3 @@
+//! Rendering what gospy found: one file per output format.
+
+pub mod dump;

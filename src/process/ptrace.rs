@@ -1,0 +1,626 @@
+//! Pausing every thread of the target with ptrace, reading registers, and
+//! letting it go again.
+//!
+//! [`pause`] attaches to every thread with `PTRACE_SEIZE` (which, unlike
+//! `PTRACE_ATTACH`, sends no SIGSTOP), then `PTRACE_INTERRUPT`s them all, then
+//! waits for all of them: attaching all first keeps the pause short. It
+//! rescans `/proc/PID/task` until no new thread appears (once every known
+//! thread is stopped, none can create another).
+//!
+//! A signal that arrives while a thread is being stopped shows up as a
+//! signal-delivery-stop; it is remembered and re-injected by the detach,
+//! otherwise it would be lost (SIGURG preemption, SIGPROF, SIGCHLD...).
+//! A process that is stopped (state T) stays stopped after the detach.
+//!
+//! The kernel only accepts ptrace requests from the thread that attached, so
+//! [`Pause`] is `!Send`: create, use and drop it on one thread. If gospy dies
+//! (even by SIGKILL) the kernel detaches every tracee and the target runs on.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use super::{list_tasks, read_stat, thread_state};
+use crate::error::{Error, Result};
+
+/// How long [`pause`] waits for the threads to stop. A thread in
+/// uninterruptible sleep (D state) only stops when it leaves it.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Registers of a stopped thread (the kernel's `user_regs_struct`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Registers {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    /// Holds the current g in Go code built with ABIInternal (1.17+) only.
+    pub r14: u64,
+    pub r15: u64,
+    pub eflags: u64,
+    /// The syscall number when stopped in a syscall, else `u64::MAX`
+    /// (`-1`).
+    pub orig_rax: u64,
+    /// Thread pointer: Go's TLS g slot is at a small negative offset from it.
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub cs: u64,
+    pub ss: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+impl From<libc::user_regs_struct> for Registers {
+    fn from(r: libc::user_regs_struct) -> Registers {
+        Registers {
+            rip: r.rip,
+            rsp: r.rsp,
+            rbp: r.rbp,
+            rax: r.rax,
+            rbx: r.rbx,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+            eflags: r.eflags,
+            orig_rax: r.orig_rax,
+            fs_base: r.fs_base,
+            gs_base: r.gs_base,
+            cs: r.cs,
+            ss: r.ss,
+            ds: r.ds,
+            es: r.es,
+            fs: r.fs,
+            gs: r.gs,
+        }
+    }
+}
+
+impl Registers {
+    /// True when the thread stopped inside a system call (`orig_rax` holds
+    /// its number); `rip` is then just after the `syscall` instruction.
+    pub fn in_syscall(&self) -> bool {
+        (self.orig_rax as i64) >= 0
+    }
+}
+
+/// How a thread came to be stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopKind {
+    /// By our `PTRACE_INTERRUPT`.
+    Interrupt,
+    /// The process is (or went) into a group-stop (SIGSTOP, SIGTSTP, ...);
+    /// detaching leaves it stopped.
+    GroupStop(i32),
+    /// A signal was about to be delivered; it is re-injected on detach.
+    Signal(i32),
+    /// Did not stop before the timeout (e.g. uninterruptible sleep); no
+    /// registers.
+    NotStopped,
+}
+
+/// One thread of a paused process.
+#[derive(Debug, Clone)]
+pub struct StoppedThread {
+    pub tid: i32,
+    /// None if the thread did not stop or its registers could not be read.
+    pub regs: Option<Registers>,
+    pub stop: StopKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Seized and interrupted; no stop seen yet.
+    Waiting,
+    Stopped(StopKind),
+    /// Waited for too long.
+    TimedOut,
+    /// Exited, or could not be attached after all.
+    Gone,
+}
+
+#[derive(Debug)]
+struct Tracee {
+    tid: i32,
+    state: State,
+}
+
+thread_local! {
+    /// Threads this OS thread attached to that had not stopped when their
+    /// `Pause` ended, so could not be detached (a thread can only be
+    /// detached in a ptrace-stop). They will stop (the interrupt is pending)
+    /// and must then be detached, or they would stay stopped for as long as
+    /// gospy runs. Retried on every pause and resume.
+    static LEFTOVERS: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// All threads of a process, stopped. Detaches (letting the process run)
+/// on [`resume`](Pause::resume) or when dropped.
+///
+/// `!Send`: ptrace requests are only accepted from the thread that attached.
+///
+/// ```compile_fail
+/// fn send<T: Send>() {}
+/// send::<gospy::process::Pause>();
+/// ```
+pub struct Pause {
+    pid: i32,
+    tracees: Vec<Tracee>,
+    threads: Vec<StoppedThread>,
+    started: Instant,
+    stop_latency: Duration,
+    done: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Stops every thread of `pid` (see the module docs), waiting up to
+/// [`DEFAULT_STOP_TIMEOUT`] for them.
+pub fn pause(pid: i32) -> Result<Pause> {
+    pause_with_timeout(pid, DEFAULT_STOP_TIMEOUT)
+}
+
+/// [`pause`] with another stop timeout. Threads that do not stop in time
+/// are reported with [`StopKind::NotStopped`] and no registers.
+pub fn pause_with_timeout(pid: i32, timeout: Duration) -> Result<Pause> {
+    cleanup_leftovers();
+    if pid <= 0 {
+        return Err(Error::NoSuchProcess(pid));
+    }
+    match read_stat(pid) {
+        Ok(s) => super::check_not_zombie(pid, s.state)?,
+        Err(_) => return Err(Error::NoSuchProcess(pid)),
+    }
+    let mut p = Pause {
+        pid,
+        tracees: Vec::new(),
+        threads: Vec::new(),
+        started: Instant::now(),
+        stop_latency: Duration::ZERO,
+        done: false,
+        _not_send: PhantomData,
+    };
+    // From here on, any early return drops `p`, which detaches.
+    p.stop_all(timeout)?;
+    p.read_registers();
+    p.stop_latency = p.started.elapsed();
+    Ok(p)
+}
+
+impl Pause {
+    fn stop_all(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = self.started + timeout;
+        let mut fresh: Vec<usize> = Vec::new();
+        loop {
+            let tids = match list_tasks(self.pid) {
+                Ok(t) => t,
+                Err(_) => return Err(Error::ProcessExited { pid: self.pid }),
+            };
+            fresh.clear();
+            for tid in tids {
+                if self.tracees.iter().any(|t| t.tid == tid) {
+                    continue;
+                }
+                let state = self.seize(tid)?;
+                self.tracees.push(Tracee { tid, state });
+                if state == State::Waiting {
+                    fresh.push(self.tracees.len() - 1);
+                }
+            }
+            if fresh.is_empty() {
+                break;
+            }
+            // Interrupt all the new ones, then wait for all of them.
+            for &k in &fresh {
+                let tid = self.tracees[k].tid;
+                // SAFETY: plain ptrace request on a tracee.
+                // ESRCH: it exited already; the wait below sees that.
+                unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize) };
+            }
+            self.wait_for_stops(deadline);
+            if Instant::now() >= deadline {
+                // Running threads (timed out) could keep cloning: stop
+                // rescanning.
+                break;
+            }
+        }
+        let alive = self
+            .tracees
+            .iter()
+            .any(|t| !matches!(t.state, State::Gone));
+        if !alive {
+            return Err(if std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+                && read_stat(self.pid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+            {
+                Error::Other(format!("process {}: could not attach to any thread", self.pid))
+            } else {
+                Error::ProcessExited { pid: self.pid }
+            });
+        }
+        Ok(())
+    }
+
+    /// PTRACE_SEIZE one thread.
+    fn seize(&self, tid: i32) -> Result<State> {
+        // A thread left over from an earlier pause is still ours, with an
+        // interrupt pending: just wait for it again.
+        let adopted = LEFTOVERS.with(|l| {
+            let mut l = l.borrow_mut();
+            match l.iter().position(|&t| t == tid) {
+                Some(i) => {
+                    l.swap_remove(i);
+                    true
+                }
+                None => false,
+            }
+        });
+        if adopted {
+            return Ok(State::Waiting);
+        }
+        // SAFETY: plain ptrace request.
+        let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, 0usize) };
+        if r == 0 {
+            return Ok(State::Waiting);
+        }
+        match errno() {
+            libc::ESRCH => Ok(State::Gone),
+            libc::EPERM | libc::EACCES => {
+                // An exiting thread (zombie) cannot be attached: skip it.
+                match thread_state(self.pid, tid) {
+                    None | Some('Z') | Some('X') => return Ok(State::Gone),
+                    _ => {}
+                }
+                let status = format!("/proc/{}/task/{tid}/status", self.pid);
+                if let Some(tracer) = other_tracer(&status) {
+                    return Err(traced_error(self.pid, tracer));
+                }
+                if let Some(tracer) = super::status_field_at(&status, "TracerPid:")
+                    .and_then(|s| s.parse::<i32>().ok())
+                    .filter(|&t| t != 0)
+                {
+                    return Err(Error::Other(format!(
+                        "process {} is already paused by this gospy (thread {tracer})",
+                        self.pid
+                    )));
+                }
+                Err(Error::PermissionDenied {
+                    pid: self.pid,
+                    operation: "attach to".into(),
+                })
+            }
+            e => Err(Error::io(
+                format!("PTRACE_SEIZE of thread {tid} of process {}", self.pid),
+                std::io::Error::from_raw_os_error(e),
+            )),
+        }
+    }
+
+    /// Polls every waiting tracee until each has stopped or exited, or the
+    /// deadline passes.
+    fn wait_for_stops(&mut self, deadline: Instant) {
+        let mut backoff = Duration::from_micros(5);
+        loop {
+            let mut waiting = 0;
+            let mut progress = false;
+            for t in self.tracees.iter_mut() {
+                if t.state != State::Waiting {
+                    continue;
+                }
+                match wait_nohang(t.tid) {
+                    WaitResult::Nothing => waiting += 1,
+                    WaitResult::Stopped(kind) => {
+                        t.state = State::Stopped(kind);
+                        progress = true;
+                    }
+                    WaitResult::Gone => {
+                        t.state = State::Gone;
+                        progress = true;
+                    }
+                }
+            }
+            if waiting == 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                for t in self.tracees.iter_mut() {
+                    if t.state == State::Waiting {
+                        t.state = State::TimedOut;
+                    }
+                }
+                return;
+            }
+            if progress {
+                backoff = Duration::from_micros(5);
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn read_registers(&mut self) {
+        self.threads.clear();
+        for t in &self.tracees {
+            let stop = match t.state {
+                State::Stopped(kind) => kind,
+                State::TimedOut | State::Waiting => StopKind::NotStopped,
+                State::Gone => continue,
+            };
+            let regs = if stop == StopKind::NotStopped {
+                None
+            } else {
+                getregs(t.tid)
+            };
+            self.threads.push(StoppedThread {
+                tid: t.tid,
+                regs,
+                stop,
+            });
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The threads, in TID order of discovery; exited ones are left out.
+    pub fn threads(&self) -> &[StoppedThread] {
+        &self.threads
+    }
+
+    /// Registers of thread `tid`, if it is stopped.
+    pub fn registers(&self, tid: i32) -> Option<&Registers> {
+        self.threads
+            .iter()
+            .find(|t| t.tid == tid)
+            .and_then(|t| t.regs.as_ref())
+    }
+
+    /// Time from the first attach until every thread was stopped and its
+    /// registers read.
+    pub fn stop_latency(&self) -> Duration {
+        self.stop_latency
+    }
+
+    /// True if the process was in (or entered) a group-stop: it stays
+    /// stopped after resume.
+    pub fn group_stopped(&self) -> bool {
+        self.threads
+            .iter()
+            .any(|t| matches!(t.stop, StopKind::GroupStop(_)))
+    }
+
+    /// Lets the process run again: detaches from every thread, re-injecting
+    /// pending signals. Returns how long the target was stopped (first
+    /// attach to last detach).
+    pub fn resume(mut self) -> Duration {
+        self.detach_all()
+    }
+
+    fn detach_all(&mut self) -> Duration {
+        if self.done {
+            return self.started.elapsed();
+        }
+        self.done = true;
+        for t in &mut self.tracees {
+            match t.state {
+                State::Stopped(kind) => {
+                    let sig = match kind {
+                        StopKind::Signal(s) => s,
+                        _ => 0,
+                    };
+                    detach(t.tid, sig);
+                }
+                State::Waiting | State::TimedOut => {
+                    // Maybe it stopped by now.
+                    match wait_nohang(t.tid) {
+                        WaitResult::Stopped(kind) => {
+                            let sig = match kind {
+                                StopKind::Signal(s) => s,
+                                _ => 0,
+                            };
+                            detach(t.tid, sig);
+                        }
+                        WaitResult::Gone => {}
+                        WaitResult::Nothing => {
+                            LEFTOVERS.with(|l| l.borrow_mut().push(t.tid));
+                        }
+                    }
+                }
+                State::Gone => {}
+            }
+            t.state = State::Gone;
+        }
+        let elapsed = self.started.elapsed();
+        cleanup_leftovers();
+        elapsed
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+impl std::fmt::Debug for Pause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pause")
+            .field("pid", &self.pid)
+            .field("threads", &self.threads)
+            .field("stop_latency", &self.stop_latency)
+            .finish()
+    }
+}
+
+enum WaitResult {
+    Nothing,
+    Stopped(StopKind),
+    Gone,
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn wait_nohang(tid: i32) -> WaitResult {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid on one specific thread we trace.
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if r == 0 {
+            return WaitResult::Nothing;
+        }
+        if r == -1 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            // ECHILD: not (or no longer) our tracee.
+            return WaitResult::Gone;
+        }
+        if libc::WIFSTOPPED(status) {
+            return WaitResult::Stopped(decode_stop(status));
+        }
+        // WIFEXITED / WIFSIGNALED.
+        return WaitResult::Gone;
+    }
+}
+
+/// Decodes a `WIFSTOPPED` status of a PTRACE_SEIZEd thread.
+fn decode_stop(status: libc::c_int) -> StopKind {
+    let sig = libc::WSTOPSIG(status);
+    let event = (status >> 16) & 0xff;
+    if event == libc::PTRACE_EVENT_STOP {
+        match sig {
+            libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => StopKind::GroupStop(sig),
+            _ => StopKind::Interrupt,
+        }
+    } else if event == 0 {
+        StopKind::Signal(sig)
+    } else {
+        // Other PTRACE_EVENT_* need options we do not set.
+        StopKind::Interrupt
+    }
+}
+
+fn detach(tid: i32, sig: i32) {
+    // SAFETY: plain ptrace request; `data` is the signal number.
+    unsafe {
+        libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, sig as usize);
+    }
+}
+
+fn getregs(tid: i32) -> Option<Registers> {
+    // SAFETY: user_regs_struct is plain data; the kernel fills it.
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGS,
+            tid,
+            0usize,
+            &mut regs as *mut libc::user_regs_struct,
+        )
+    };
+    (r != -1).then(|| Registers::from(regs))
+}
+
+/// Detaches leftover tracees that have stopped since.
+fn cleanup_leftovers() {
+    LEFTOVERS.with(|l| {
+        let mut l = l.borrow_mut();
+        l.retain(|&tid| match wait_nohang(tid) {
+            WaitResult::Nothing => true,
+            WaitResult::Gone => false,
+            WaitResult::Stopped(kind) => {
+                let sig = match kind {
+                    StopKind::Signal(s) => s,
+                    _ => 0,
+                };
+                detach(tid, sig);
+                false
+            }
+        });
+    });
+}
+
+/// The PID of a process other than gospy that traces `pid` (a debugger, an
+/// strace, another profiler), if any.
+pub fn is_traced_by_other(pid: i32) -> Option<i32> {
+    other_tracer(&format!("/proc/{pid}/status"))
+}
+
+fn other_tracer(status_path: &str) -> Option<i32> {
+    let tracer = super::status_field_at(status_path, "TracerPid:")?
+        .parse::<i32>()
+        .ok()?;
+    if tracer == 0 {
+        return None;
+    }
+    // TracerPid is the tracing *thread*; ours if it is one of our threads.
+    let ours = std::path::Path::new(&format!("/proc/self/task/{tracer}")).exists();
+    (!ours).then_some(tracer)
+}
+
+fn traced_error(pid: i32, tracer: i32) -> Error {
+    let name = std::fs::read_to_string(format!("/proc/{tracer}/comm"))
+        .map(|s| format!(" ({})", s.trim()))
+        .unwrap_or_default();
+    Error::Other(format!(
+        "process {pid} is already being traced by PID {tracer}{name} (a debugger?); \
+         only one tracer can attach at a time: detach it first"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped(sig: i32, event: i32) -> libc::c_int {
+        (event << 16) | (sig << 8) | 0x7f
+    }
+
+    #[test]
+    fn decodes_stops() {
+        assert_eq!(
+            decode_stop(stopped(libc::SIGTRAP, libc::PTRACE_EVENT_STOP)),
+            StopKind::Interrupt
+        );
+        assert_eq!(
+            decode_stop(stopped(libc::SIGSTOP, libc::PTRACE_EVENT_STOP)),
+            StopKind::GroupStop(libc::SIGSTOP)
+        );
+        assert_eq!(
+            decode_stop(stopped(libc::SIGTSTP, libc::PTRACE_EVENT_STOP)),
+            StopKind::GroupStop(libc::SIGTSTP)
+        );
+        assert_eq!(decode_stop(stopped(libc::SIGURG, 0)), StopKind::Signal(libc::SIGURG));
+        assert_eq!(decode_stop(stopped(libc::SIGSTOP, 0)), StopKind::Signal(libc::SIGSTOP));
+        assert_eq!(decode_stop(stopped(34, 0)), StopKind::Signal(34));
+    }
+
+    #[test]
+    fn self_is_not_traced_by_other() {
+        assert_eq!(is_traced_by_other(std::process::id() as i32), None);
+    }
+}

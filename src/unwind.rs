@@ -1,0 +1,286 @@
+//! Unwinding one goroutine into physical frames with pclntab frame sizes
+//! (`pcsp`), following the rules the runtime's own unwinder applies on amd64
+//! (runtime/traceback.go: `unwinder.initAt`, `resolveInternal`, `next`).
+//! See shared/docs/go-runtime/README.md §2.
+//!
+//! Frame pointers are not used: they drop the caller of a function stopped
+//! in its prologue or in a frameless leaf.
+
+use crate::binary::pclntab::{FUNC_FLAG_SPWRITE, FUNC_FLAG_TOPFRAME};
+use crate::binary::{Func, Pclntab};
+use crate::process::memory::Memory;
+use crate::runtime::{GStatus, Goroutine, Machine};
+
+/// Default cap on physical frames per goroutine.
+pub const DEFAULT_MAX_DEPTH: usize = 1024;
+
+/// Half-open address range `[lo, hi)` of a stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackBounds {
+    pub lo: u64,
+    pub hi: u64,
+}
+
+impl StackBounds {
+    /// Whether `addr` is inside the stack.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.lo <= addr && addr < self.hi
+    }
+}
+
+/// The registers of a stopped thread that unwinding needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadRegisters {
+    pub pc: u64,
+    pub sp: u64,
+}
+
+/// What is known about the thread a running goroutine is on.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadView<'a> {
+    pub tid: u64,
+    pub regs: ThreadRegisters,
+    pub machine: &'a Machine,
+    /// Stack of the M's g0 (system stack), if it could be read.
+    pub g0_stack: Option<StackBounds>,
+    /// Stack of the M's signal-handling goroutine, if it could be read.
+    pub gsignal_stack: Option<StackBounds>,
+}
+
+/// Where unwinding starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartState {
+    pub pc: u64,
+    pub sp: u64,
+    /// The pc is exact (taken from a stopped thread), not a return address.
+    pub trap: bool,
+    /// Stack the walk starts on.
+    pub stack: Option<StackBounds>,
+    /// Set when starting on the system stack (g0) of a thread running a user
+    /// goroutine: where to continue on the user stack at `systemstack`,
+    /// `morestack` or `mcall`.
+    pub user_switch: Option<UserSwitch>,
+}
+
+/// The user goroutine's saved context to jump to from its thread's g0 stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserSwitch {
+    pub stack: StackBounds,
+    /// `curg.sched.sp`/`pc`, set by the switch to g0.
+    pub sched_sp: u64,
+    pub sched_pc: u64,
+}
+
+/// One physical (machine) frame.
+#[derive(Debug, Clone, Copy)]
+pub struct PhysicalFrame {
+    /// The frame's pc in the target (return address, or exact for trap frames).
+    pub pc: u64,
+    /// The function, from the pclntab.
+    pub func: Func,
+    /// Link-time pc to look lines and inlining up with: `pc - 1` for return
+    /// addresses (inside the CALL), the pc itself for trap frames and at a
+    /// function's entry (runtime/traceback.go `symPC`).
+    pub sym_pc: u64,
+}
+
+/// How a walk ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackEnd {
+    /// Reached the bottom of the stack (`runtime.goexit`, `mstart`, ...).
+    Complete,
+    /// Stopped at the depth cap.
+    Truncated,
+    /// Stopped early; the reason says why.
+    Incomplete(String),
+}
+
+/// The result of unwinding one goroutine.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// Innermost first.
+    pub frames: Vec<PhysicalFrame>,
+    pub end: StackEnd,
+}
+
+/// Unwinds stacks of one target.
+pub struct Unwinder<'a> {
+    pub pclntab: &'a Pclntab,
+    /// Load bias: target address = link-time address + bias.
+    pub bias: u64,
+    pub max_depth: usize,
+}
+
+/// Decides where to start unwinding goroutine `g`, as the runtime does for
+/// its status (shared/docs/go-runtime/README.md §2.3, §2.5). `thread` is the
+/// stopped thread running it, when it is running.
+pub fn start_state(g: &Goroutine, thread: Option<&ThreadView>) -> Result<StartState, String> {
+    let user_stack = StackBounds {
+        lo: g.stack_lo,
+        hi: g.stack_hi,
+    };
+    let saved = |pc: u64, sp: u64| -> Result<StartState, String> {
+        if sp == 0 || pc == 0 {
+            return Err("no saved context".to_string());
+        }
+        Ok(StartState {
+            pc,
+            sp,
+            trap: false,
+            stack: Some(user_stack),
+            user_switch: None,
+        })
+    };
+    match g.status {
+        GStatus::Running => {
+            let Some(t) = thread else {
+                return Err("running on a thread gospy did not stop; stack unavailable".into());
+            };
+            if user_stack.contains(t.regs.sp) {
+                return Ok(StartState {
+                    pc: t.regs.pc,
+                    sp: t.regs.sp,
+                    trap: true,
+                    stack: Some(user_stack),
+                    user_switch: None,
+                });
+            }
+            if t.machine.vdso_sp != 0 {
+                // Inside a VDSO call (time.now, nanotime1): the runtime
+                // recorded where it left Go code (runtime/proc.go sigprof).
+                return saved(t.machine.vdso_pc, t.machine.vdso_sp);
+            }
+            if t.gsignal_stack.is_some_and(|s| s.contains(t.regs.sp)) {
+                return Err("thread is running a signal handler; stack unavailable".into());
+            }
+            Ok(StartState {
+                pc: t.regs.pc,
+                sp: t.regs.sp,
+                trap: true,
+                stack: t.g0_stack,
+                user_switch: Some(UserSwitch {
+                    stack: user_stack,
+                    sched_sp: g.sched_sp,
+                    sched_pc: g.sched_pc,
+                }),
+            })
+        }
+        GStatus::Syscall => saved(g.syscall_pc, g.syscall_sp),
+        GStatus::Waiting | GStatus::Runnable | GStatus::Preempted | GStatus::Leaked => {
+            if g.syscall_sp != 0 {
+                saved(g.syscall_pc, g.syscall_sp)
+            } else {
+                saved(g.sched_pc, g.sched_sp)
+            }
+        }
+        GStatus::Copystack => Err("stack is being copied (growing); try again".into()),
+        other => Err(format!("goroutine is {}", other.name())),
+    }
+}
+
+impl Unwinder<'_> {
+    /// Walks the stack from `start`, reading stack memory from `mem`.
+    pub fn unwind(&self, start: &StartState, mem: &dyn Memory) -> Stack {
+        let mut frames = Vec::new();
+        let end = self.walk(start, mem, &mut frames);
+        Stack { frames, end }
+    }
+
+    fn walk(&self, start: &StartState, mem: &dyn Memory, frames: &mut Vec<PhysicalFrame>) -> StackEnd {
+        let mut pc = start.pc;
+        let mut sp = start.sp;
+        let mut trap = start.trap;
+        let mut stack = start.stack;
+        let mut user_switch = start.user_switch;
+        loop {
+            if frames.len() >= self.max_depth {
+                return StackEnd::Truncated;
+            }
+            let link_pc = pc.wrapping_sub(self.bias);
+            let Some(func) = self.pclntab.find_func(link_pc) else {
+                return StackEnd::Incomplete(format!("pc {pc:#x} is outside Go code"));
+            };
+            let sym_pc = if trap || link_pc == func.entry {
+                link_pc
+            } else {
+                link_pc - 1
+            };
+            frames.push(PhysicalFrame { pc, func, sym_pc });
+            let name = self.pclntab.func_name(&func);
+            let flag = self.pclntab.flag(&func);
+
+            if flag & FUNC_FLAG_TOPFRAME != 0
+                || matches!(name, "runtime.goexit" | "runtime.mstart" | "runtime.rt0_go")
+            {
+                return StackEnd::Complete;
+            }
+
+            // Leaving the system stack for the user goroutine's stack, as
+            // runtime/traceback.go `resolveInternal` does on g0.
+            if let Some(switch) = user_switch {
+                match name {
+                    "runtime.systemstack" if switch.sched_sp != 0 => {
+                        sp = switch.sched_sp;
+                        stack = Some(switch.stack);
+                        user_switch = None;
+                    }
+                    "runtime.morestack" | "runtime.mcall" if switch.sched_sp != 0 => {
+                        // The saved context is the function that called
+                        // morestack (or mcall); it replaces this frame.
+                        if name == "runtime.morestack" {
+                            frames.pop();
+                        }
+                        pc = switch.sched_pc;
+                        sp = switch.sched_sp;
+                        trap = false;
+                        stack = Some(switch.stack);
+                        user_switch = None;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            if matches!(name, "runtime.mcall" | "runtime.morestack") {
+                // Bottom of a system stack with no user goroutine to go to.
+                return StackEnd::Complete;
+            }
+            if flag & FUNC_FLAG_SPWRITE != 0
+                && !matches!(name, "runtime.systemstack" | "runtime.cgocallback")
+            {
+                return StackEnd::Incomplete(format!("{name} switches stacks"));
+            }
+
+            let Some(sp_delta) = self.pclntab.sp_delta(&func, link_pc) else {
+                return StackEnd::Incomplete(format!("no frame size for {name} at {pc:#x}"));
+            };
+            if sp_delta < 0 {
+                return StackEnd::Incomplete(format!("negative frame size in {name}"));
+            }
+            let Some(fp) = sp.checked_add(sp_delta as u64 + 8) else {
+                return StackEnd::Incomplete("stack pointer overflow".into());
+            };
+            let ret_slot = fp - 8;
+            if let Some(bounds) = stack {
+                if !bounds.contains(ret_slot) {
+                    return StackEnd::Incomplete(format!(
+                        "frame of {name} leaves its stack ({ret_slot:#x} not in {:#x}..{:#x})",
+                        bounds.lo, bounds.hi
+                    ));
+                }
+            }
+            let Some(ret) = mem.read_u64(ret_slot) else {
+                return StackEnd::Incomplete(format!("stack memory at {ret_slot:#x} unavailable"));
+            };
+            if ret == 0 {
+                return StackEnd::Incomplete(format!("no return address above {name}"));
+            }
+            // The caller of these was interrupted, not calling: its pc is exact.
+            trap = matches!(
+                name,
+                "runtime.sigpanic" | "runtime.asyncPreempt" | "runtime.debugCallV2"
+            );
+            pc = ret;
+            sp = fp;
+        }
+    }
+}
