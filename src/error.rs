@@ -31,7 +31,11 @@ pub enum Error {
     Unsupported { path: PathBuf, reason: String },
 
     #[error("reading target memory at {addr:#x} ({len} bytes) failed: {reason}")]
-    Memory { addr: u64, len: usize, reason: String },
+    Memory {
+        addr: u64,
+        len: usize,
+        reason: String,
+    },
 
     #[error("{what}: {source}")]
     Io {
@@ -47,7 +51,10 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with what gospy was doing.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { what: what.into(), source }
+        Error::Io {
+            what: what.into(),
+            source,
+        }
     }
 }
 

@@ -70,7 +70,11 @@ impl Default for ReportOptions {
 }
 
 /// Builds a report for every goroutine in `snapshot`, ordered by goid.
-pub fn reports(target: &Target, snapshot: &Snapshot, options: ReportOptions) -> Vec<GoroutineReport> {
+pub fn reports(
+    target: &Target,
+    snapshot: &Snapshot,
+    options: ReportOptions,
+) -> Vec<GoroutineReport> {
     let binary = &target.binary;
     let unwinder = Unwinder {
         pclntab: &binary.pclntab,
@@ -86,8 +90,11 @@ pub fn reports(target: &Target, snapshot: &Snapshot, options: ReportOptions) -> 
             let machine = (g.m != 0).then(|| machines.get(&g.m).copied()).flatten();
             let thread = machine.and_then(|m| {
                 let regs = *snapshot.threads.get(&m.tid)?;
-                let (g0_stack, gsignal_stack) =
-                    snapshot.system_stacks.get(&m.addr).copied().unwrap_or((None, None));
+                let (g0_stack, gsignal_stack) = snapshot
+                    .system_stacks
+                    .get(&m.addr)
+                    .copied()
+                    .unwrap_or((None, None));
                 Some(ThreadView {
                     tid: m.tid,
                     regs,
@@ -96,7 +103,8 @@ pub fn reports(target: &Target, snapshot: &Snapshot, options: ReportOptions) -> 
                     gsignal_stack,
                 })
             });
-            let mut report = report_one(binary, target.bias, snapshot, g, &unwinder, thread.as_ref());
+            let mut report =
+                report_one(binary, target.bias, snapshot, g, &unwinder, thread.as_ref());
             if matches!(g.status, GStatus::Running | GStatus::Syscall) {
                 report.thread_id = machine.map(|m| m.tid).filter(|&t| t != 0);
             }
@@ -127,10 +135,19 @@ fn report_one(
     let wait_reason = matches!(g.status, GStatus::Waiting | GStatus::Leaked)
         .then(|| runtime::wait_reason_name(version, g.wait_reason).map(str::to_string))
         .flatten();
-    let wait_seconds = (matches!(g.status, GStatus::Waiting | GStatus::Syscall) && g.wait_since != 0)
+    let wait_seconds = (matches!(g.status, GStatus::Waiting | GStatus::Syscall)
+        && g.wait_since != 0)
         .then(|| (snapshot.monotonic_ns - g.wait_since).max(0) as f64 / 1e9);
 
-    let (frames, truncated, error) = match unwind::start_state(g, thread) {
+    let start = if snapshot.unstable.contains(&g.addr) {
+        Err(
+            "goroutine changed while being read without a pause (--nonblocking); try again"
+                .to_string(),
+        )
+    } else {
+        unwind::start_state(g, thread)
+    };
+    let (frames, truncated, error) = match start {
         Ok(start) => {
             let stack = unwinder.unwind(&start, &snapshot.stacks);
             let frames = stack::symbolize(pclntab, version, &stack, bias);
@@ -177,7 +194,13 @@ fn created_by(binary: &Binary, bias: u64, g: &Goroutine) -> Option<CreatedBy> {
         line,
         parent_goid: g.parent_goid.filter(|&p| p != 0),
         pc_offset: pc - func.entry,
-        hidden: !stack::runtime_shows(&binary.go_version, name, pclntab.is_wrapper(&func), false, false),
+        hidden: !stack::runtime_shows(
+            &binary.go_version,
+            name,
+            pclntab.is_wrapper(&func),
+            false,
+            false,
+        ),
     })
 }
 
@@ -224,7 +247,10 @@ pub fn read_labels(mem: &dyn Memory, binary: &Binary, ptr: u64) -> Vec<(String, 
         if b > 8 {
             return labels;
         }
-        for bucket_array in [mem.read_u64(ptr + 16), mem.read_u64(ptr + 24)].into_iter().flatten() {
+        for bucket_array in [mem.read_u64(ptr + 16), mem.read_u64(ptr + 24)]
+            .into_iter()
+            .flatten()
+        {
             if bucket_array == 0 {
                 continue;
             }

@@ -77,7 +77,11 @@ impl GStatus {
     pub fn is_parked(self) -> bool {
         matches!(
             self,
-            GStatus::Runnable | GStatus::Waiting | GStatus::Preempted | GStatus::Leaked | GStatus::Syscall
+            GStatus::Runnable
+                | GStatus::Waiting
+                | GStatus::Preempted
+                | GStatus::Leaked
+                | GStatus::Syscall
         )
     }
 }
@@ -219,7 +223,10 @@ pub fn wait_reason_name(version: &GoVersion, reason: u8) -> Option<&'static str>
     } else {
         WAIT_REASONS_1_15
     };
-    table.get(reason as usize).copied().filter(|s| !s.is_empty())
+    table
+        .get(reason as usize)
+        .copied()
+        .filter(|s| !s.is_empty())
 }
 
 const WAIT_REASONS_1_15: &[&str] = &[
@@ -520,11 +527,19 @@ mod tests {
                 assert_eq!(index as usize, i);
                 let expected = name.trim_end_matches('"');
                 let expected = (!expected.is_empty()).then_some(expected);
-                assert_eq!(wait_reason_name(&v, index), expected, "go1.{minor} #{index}");
+                assert_eq!(
+                    wait_reason_name(&v, index),
+                    expected,
+                    "go1.{minor} #{index}"
+                );
                 count += 1;
             }
             assert!(count > 20, "go1.{minor}: parsed only {count} entries");
-            assert_eq!(wait_reason_name(&v, count as u8), None, "go1.{minor} past end");
+            assert_eq!(
+                wait_reason_name(&v, count as u8),
+                None,
+                "go1.{minor} past end"
+            );
             checked += 1;
         }
         assert_eq!(checked, 8);

@@ -5,7 +5,7 @@
 //! the live part of every stack, each step one batched `process_vm_readv`.
 //! Decoding and unwinding happen after it runs again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -48,6 +48,9 @@ pub struct Snapshot {
     pub pause: Option<Duration>,
     /// CLOCK_MONOTONIC at the snapshot, comparable with `g.waitsince`.
     pub monotonic_ns: i64,
+    /// Goroutines (by `g` address) whose state changed while they were
+    /// being read without a pause; their stacks cannot be trusted.
+    pub unstable: HashSet<u64>,
 }
 
 impl Snapshot {
@@ -62,7 +65,11 @@ impl Snapshot {
         let result = copy_runtime_state(target, pause.as_ref());
         let paused_for = pause.map(|p| p.resume());
         let mut snapshot = result?;
-        snapshot.pause = paused_for.or(if options.nonblocking { None } else { Some(started.elapsed()) });
+        snapshot.pause = paused_for.or(if options.nonblocking {
+            None
+        } else {
+            Some(started.elapsed())
+        });
         Ok(snapshot)
     }
 
@@ -182,6 +189,14 @@ fn copy_runtime_state(target: &Target, pause: Option<&ptrace::Pause>) -> Result<
     }
     stacks.fetch(mem)?;
 
+    // Without a pause, a goroutine that ran meanwhile may have a torn
+    // stack copy: read the gs again and drop the ones that changed.
+    let unstable = if pause.is_none() {
+        changed_goroutines(target, &goroutines)?
+    } else {
+        HashSet::new()
+    };
+
     Ok(Snapshot {
         goroutines,
         machines,
@@ -190,7 +205,35 @@ fn copy_runtime_state(target: &Target, pause: Option<&ptrace::Pause>) -> Result<
         stacks,
         pause: None,
         monotonic_ns,
+        unstable,
     })
+}
+
+/// The goroutines whose status or saved stack pointers differ from
+/// `before` when read again.
+fn changed_goroutines(target: &Target, before: &[Goroutine]) -> Result<HashSet<u64>> {
+    let layout = &target.binary.layout;
+    let g_len = layout.g_read_len() as usize;
+    let mut again = MemorySnapshot::new();
+    for g in before {
+        again.request(g.addr, g_len);
+    }
+    again.fetch(&target.memory)?;
+    Ok(before
+        .iter()
+        .filter(|g| {
+            let now = again
+                .get(g.addr, g_len)
+                .and_then(|bytes| Goroutine::decode(g.addr, bytes, layout));
+            !now.is_some_and(|now| {
+                now.status == g.status
+                    && now.goid == g.goid
+                    && now.sched_sp == g.sched_sp
+                    && now.syscall_sp == g.syscall_sp
+            })
+        })
+        .map(|g| g.addr)
+        .collect())
 }
 
 /// Walks `runtime.allm` (newest first, linked by `m.alllink`).

@@ -41,7 +41,13 @@ pub fn symbolize(pclntab: &Pclntab, version: &GoVersion, stack: &Stack, bias: u6
             });
         }
         for sf in &source {
-            let hidden = !runtime_shows(version, sf.function, sf.is_wrapper, !shown_any, callee_is_panic);
+            let hidden = !runtime_shows(
+                version,
+                sf.function,
+                sf.is_wrapper,
+                !shown_any,
+                callee_is_panic,
+            );
             shown_any |= !hidden;
             callee_is_panic = matches!(
                 sf.function,
@@ -124,8 +130,14 @@ mod tests {
 
     #[test]
     fn generic_names_print_like_the_runtime() {
-        assert_eq!(name_for_print("main.Map[go.shape.int,go.shape.string]"), "main.Map[...]");
-        assert_eq!(name_for_print("main.(*List[go.shape.int]).Push"), "main.(*List[...]).Push");
+        assert_eq!(
+            name_for_print("main.Map[go.shape.int,go.shape.string]"),
+            "main.Map[...]"
+        );
+        assert_eq!(
+            name_for_print("main.(*List[go.shape.int]).Push"),
+            "main.(*List[...]).Push"
+        );
         assert_eq!(name_for_print("main.main.func1"), "main.main.func1");
     }
 
@@ -135,14 +147,44 @@ mod tests {
         assert!(!runtime_shows(&go124, "runtime.gopark", false, true, false));
         assert!(runtime_shows(&go124, "runtime.Gosched", false, true, false));
         assert!(runtime_shows(&go124, "main.main", false, true, false));
-        assert!(!runtime_shows(&go124, "runtime.gopanic", false, true, false));
-        assert!(runtime_shows(&go124, "runtime.gopanic", false, false, false));
+        assert!(!runtime_shows(
+            &go124,
+            "runtime.gopanic",
+            false,
+            true,
+            false
+        ));
+        assert!(runtime_shows(
+            &go124,
+            "runtime.gopanic",
+            false,
+            false,
+            false
+        ));
         assert!(!runtime_shows(&go124, "main.(*T).M", true, false, false));
         assert!(runtime_shows(&go124, "main.(*T).M", true, false, true));
         assert!(!runtime_shows(&go124, "gogo", false, false, false));
         // Receiver rules changed in 1.23.
-        assert!(!runtime_shows(&go124, "runtime.(*mheap).Alloc", false, false, false));
-        assert!(!runtime_shows(&v("go1.21.1"), "runtime.(*Func).Name", false, false, false));
-        assert!(runtime_shows(&go124, "runtime.(*Func).Name", false, false, false));
+        assert!(!runtime_shows(
+            &go124,
+            "runtime.(*mheap).Alloc",
+            false,
+            false,
+            false
+        ));
+        assert!(!runtime_shows(
+            &v("go1.21.1"),
+            "runtime.(*Func).Name",
+            false,
+            false,
+            false
+        ));
+        assert!(runtime_shows(
+            &go124,
+            "runtime.(*Func).Name",
+            false,
+            false,
+            false
+        ));
     }
 }

@@ -186,7 +186,12 @@ impl Unwinder<'_> {
         Stack { frames, end }
     }
 
-    fn walk(&self, start: &StartState, mem: &dyn Memory, frames: &mut Vec<PhysicalFrame>) -> StackEnd {
+    fn walk(
+        &self,
+        start: &StartState,
+        mem: &dyn Memory,
+        frames: &mut Vec<PhysicalFrame>,
+    ) -> StackEnd {
         let mut pc = start.pc;
         let mut sp = start.sp;
         let mut trap = start.trap;

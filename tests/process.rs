@@ -3,7 +3,7 @@
 //! They need ptrace permission over children (root, or yama ptrace_scope
 //! <= 1).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,7 +34,8 @@ impl Target {
         self.child.id() as i32
     }
 
-    /// Reads stdout lines until one starts with `prefix`; returns it.
+    /// Reads stdout lines until one contains `prefix`; returns the line from
+    /// there on.
     fn wait_line(&mut self, prefix: &str) -> String {
         let out = self.stdout.as_mut().expect("stdout");
         let mut line = String::new();
@@ -42,8 +43,8 @@ impl Target {
             line.clear();
             let n = out.read_line(&mut line).expect("read target stdout");
             assert!(n > 0, "target closed stdout before printing {prefix:?}");
-            if line.starts_with(prefix) {
-                return line.trim_end().to_string();
+            if let Some(at) = line.find(prefix) {
+                return line[at..].trim_end().to_string();
             }
         }
     }
@@ -119,13 +120,23 @@ fn pause_stops_every_thread_and_resume_restarts_them() {
     }
     for th in p.threads() {
         assert!(tids.contains(&th.tid));
-        assert!(matches!(th.stop, StopKind::Interrupt | StopKind::Signal(_)), "{:?}", th.stop);
+        assert!(
+            matches!(th.stop, StopKind::Interrupt | StopKind::Signal(_)),
+            "{:?}",
+            th.stop
+        );
         let regs = th.regs.expect("registers");
         assert_eq!(p.registers(th.tid), Some(&regs));
         assert_ne!(regs.fs_base, 0);
-        let code = maps.iter().find(|m| m.contains(regs.rip)).expect("rip mapped");
+        let code = maps
+            .iter()
+            .find(|m| m.contains(regs.rip))
+            .expect("rip mapped");
         assert!(code.is_executable(), "rip {:#x} in {code:?}", regs.rip);
-        let stack = maps.iter().find(|m| m.contains(regs.rsp)).expect("rsp mapped");
+        let stack = maps
+            .iter()
+            .find(|m| m.contains(regs.rsp))
+            .expect("rsp mapped");
         assert!(stack.is_writable(), "rsp {:#x} in {stack:?}", regs.rsp);
     }
     // The spinning thread makes no progress while paused.
@@ -136,9 +147,13 @@ fn pause_stops_every_thread_and_resume_restarts_them() {
     let stopped_for = p.resume();
     assert!(stopped_for >= Duration::from_millis(300));
 
-    wait_until("threads to run again", Duration::from_secs(5), || none_traced(pid));
+    wait_until("threads to run again", Duration::from_secs(5), || {
+        none_traced(pid)
+    });
     let before = cpu_ticks(pid);
-    wait_until("the target to use CPU", Duration::from_secs(5), || cpu_ticks(pid) > before + 2);
+    wait_until("the target to use CPU", Duration::from_secs(5), || {
+        cpu_ticks(pid) > before + 2
+    });
     assert!(proc.is_alive());
 }
 
@@ -151,7 +166,9 @@ fn dropping_a_pause_detaches() {
         let _p = pause(pid).unwrap();
         assert!(task_states(pid).iter().all(|&(_, s)| s == 't'));
     }
-    wait_until("threads to run again", Duration::from_secs(5), || none_traced(pid));
+    wait_until("threads to run again", Duration::from_secs(5), || {
+        none_traced(pid)
+    });
 
     // A panic unwinding through the pause detaches too.
     let r = std::panic::catch_unwind(|| {
@@ -159,7 +176,9 @@ fn dropping_a_pause_detaches() {
         panic!("boom");
     });
     assert!(r.is_err());
-    wait_until("threads to run again", Duration::from_secs(5), || none_traced(pid));
+    wait_until("threads to run again", Duration::from_secs(5), || {
+        none_traced(pid)
+    });
 }
 
 #[test]
@@ -189,15 +208,23 @@ while True:
         let p = pause(pid).unwrap();
         let states = task_states(pid);
         for &(tid, s) in &states {
-            assert!(s == 't' || s == 'Z' || s == 'X', "thread {tid} in state {s} while paused");
+            assert!(
+                s == 't' || s == 'Z' || s == 'X',
+                "thread {tid} in state {s} while paused"
+            );
             if s == 't' {
-                assert!(p.threads().iter().any(|th| th.tid == tid), "thread {tid} unknown");
+                assert!(
+                    p.threads().iter().any(|th| th.tid == tid),
+                    "thread {tid} unknown"
+                );
             }
         }
         p.resume();
         std::thread::sleep(Duration::from_millis(1));
     }
-    wait_until("threads to run again", Duration::from_secs(5), || none_traced(pid));
+    wait_until("threads to run again", Duration::from_secs(5), || {
+        none_traced(pid)
+    });
 }
 
 #[test]
@@ -226,7 +253,49 @@ while True:
     std::thread::sleep(Duration::from_millis(200));
     assert!(!flag.exists(), "handler ran while paused");
     p.resume();
-    wait_until("the SIGUSR1 handler", Duration::from_secs(5), || flag.exists());
+    wait_until("the SIGUSR1 handler", Duration::from_secs(5), || {
+        flag.exists()
+    });
+}
+
+#[test]
+fn signal_caught_by_the_stop_is_reinjected() {
+    // The signal arrives after the attach and before the interrupt: the
+    // main thread reports a signal-delivery-stop, and the detach must
+    // deliver the signal, or the handler never runs.
+    let dir = tempdir("reinject");
+    let flag = dir.join("got-usr1");
+    let mut t = python(
+        r#"
+import signal, sys, time
+path = sys.argv[1]
+def handler(sig, frame):
+    open(path, "w").write("got")
+signal.signal(signal.SIGUSR1, handler)
+print("ready", flush=True)
+while True:
+    time.sleep(0.01)
+"#,
+        &[flag.to_str().unwrap()],
+    );
+    t.wait_line("ready");
+    let pid = t.pid();
+    let p = process::ptrace::pause_with_hook(pid, Duration::from_secs(5), &mut || {
+        // SAFETY: tgkill(2) on the main thread of our child.
+        let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGUSR1) };
+        assert_eq!(r, 0);
+        std::thread::sleep(Duration::from_millis(100));
+    })
+    .unwrap();
+    let main = p.threads().iter().find(|th| th.tid == pid).unwrap();
+    assert_eq!(main.stop, StopKind::Signal(libc::SIGUSR1));
+    assert!(main.regs.is_some());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!flag.exists(), "handler ran while paused");
+    p.resume();
+    wait_until("the re-injected SIGUSR1", Duration::from_secs(5), || {
+        flag.exists()
+    });
 }
 
 /// Signal ping-pong: a thread sends SIGUSR1 to the main thread whenever the
@@ -293,7 +362,10 @@ fn signals_arriving_during_the_stop_are_reinjected() {
         snap.request(handled_addr, 8);
         snap.request(sent_addr, 8);
         snap.fetch(&mem).unwrap();
-        let (h, s) = (snap.read_u64(handled_addr).unwrap(), snap.read_u64(sent_addr).unwrap());
+        let (h, s) = (
+            snap.read_u64(handled_addr).unwrap(),
+            snap.read_u64(sent_addr).unwrap(),
+        );
         assert!(s == h || s == h + 1, "handled {h} sent {s}");
         p.resume();
         if i % 10 == 0 {
@@ -311,9 +383,12 @@ fn signals_arriving_during_the_stop_are_reinjected() {
 fn stopped_process_stays_stopped() {
     let t = Target::spawn(Command::new("sleep").arg("1000"));
     let pid = t.pid();
+    wait_exec(pid, "sleep");
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    wait_until("SIGSTOP", Duration::from_secs(5), || task_states(pid)[0].1 == 'T');
+    wait_until("SIGSTOP", Duration::from_secs(5), || {
+        task_states(pid)[0].1 == 'T'
+    });
     let p = pause(pid).unwrap();
     assert!(p.group_stopped(), "{:?}", p.threads());
     assert!(p.threads()[0].regs.is_some());
@@ -322,7 +397,9 @@ fn stopped_process_stays_stopped() {
     assert_eq!(task_states(pid)[0].1, 'T');
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    wait_until("SIGCONT", Duration::from_secs(5), || task_states(pid)[0].1 == 'S');
+    wait_until("SIGCONT", Duration::from_secs(5), || {
+        task_states(pid)[0].1 == 'S'
+    });
 }
 
 #[test]
@@ -357,10 +434,18 @@ fn zombie_process() {
 #[test]
 fn process_info() {
     let t = Target::spawn(Command::new("sleep").args(["1000", "2000"]));
+    wait_exec(t.pid(), "sleep");
     let proc = Process::open(t.pid()).unwrap();
     assert_eq!(proc.cmdline(), vec!["sleep", "1000", "2000"]);
-    assert!(proc.exe_display().ends_with("/sleep"), "{}", proc.exe_display());
-    assert_eq!(proc.exe_path(), PathBuf::from(format!("/proc/{}/exe", t.pid())));
+    assert!(
+        proc.exe_display().ends_with("/sleep"),
+        "{}",
+        proc.exe_display()
+    );
+    assert_eq!(
+        proc.exe_path(),
+        PathBuf::from(format!("/proc/{}/exe", t.pid()))
+    );
     assert_eq!(proc.threads().unwrap(), vec![t.pid()]);
     assert!(proc.start_time() > 0);
     assert!(proc.is_alive());
@@ -374,12 +459,14 @@ fn deleted_executable_is_still_reachable() {
     let exe = dir.join("mysleep");
     std::fs::copy("/bin/sleep", &exe).unwrap();
     let t = Target::spawn(Command::new(&exe).arg("1000"));
-    wait_until("exec", Duration::from_secs(5), || {
-        std::fs::read_link(format!("/proc/{}/exe", t.pid())).is_ok_and(|p| p == exe)
-    });
+    wait_exec(t.pid(), "mysleep");
     std::fs::remove_file(&exe).unwrap();
     let proc = Process::open(t.pid()).unwrap();
-    assert!(proc.exe_display().ends_with("mysleep (deleted)"), "{}", proc.exe_display());
+    assert!(
+        proc.exe_display().ends_with("mysleep (deleted)"),
+        "{}",
+        proc.exe_display()
+    );
     let bytes = std::fs::read(proc.exe_path()).unwrap();
     assert_eq!(&bytes[..4], b"\x7fELF");
     let (first, _, _) = elf_first_load(&proc.exe_path());
@@ -425,9 +512,7 @@ fn auxv_bias(pid: i32, exe: &Path) -> u64 {
 fn load_bias_of_a_pie() {
     let t = Target::spawn(Command::new("/bin/sleep").arg("1000"));
     let pid = t.pid();
-    wait_until("exec", Duration::from_secs(5), || {
-        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p.ends_with("sleep"))
-    });
+    wait_exec(pid, "sleep");
     let proc = Process::open(pid).unwrap();
     let (first, _, e_type) = elf_first_load(&proc.exe_path());
     assert_eq!(e_type, 3, "/bin/sleep is expected to be a PIE (ET_DYN)");
@@ -447,8 +532,13 @@ fn load_bias_of_a_pie() {
     // The program headers, read from memory, are those of the file.
     let file = std::fs::read(proc.exe_path()).unwrap();
     let mut hdr = [0u8; 64];
-    ProcessMemory::new(pid).read(bias + first.vaddr, &mut hdr).unwrap();
-    assert_eq!(&hdr[..], &file[first.offset as usize..first.offset as usize + 64]);
+    ProcessMemory::new(pid)
+        .read(bias + first.vaddr, &mut hdr)
+        .unwrap();
+    assert_eq!(
+        &hdr[..],
+        &file[first.offset as usize..first.offset as usize + 64]
+    );
     // Through gospy's ELF reader too.
     let image = gospy::binary::ElfImage::open(&proc.exe_path()).unwrap();
     assert_eq!(proc.load_bias(&image).unwrap(), bias);
@@ -456,14 +546,16 @@ fn load_bias_of_a_pie() {
 
 #[test]
 fn load_bias_of_a_non_pie_is_zero() {
-    let Some(exe) = build_c("nopie", "#include <unistd.h>\nint main(void){for(;;)pause();}\n", &["-no-pie"]) else {
+    let Some(exe) = build_c(
+        "nopie",
+        "#include <unistd.h>\nint main(void){for(;;)pause();}\n",
+        &["-no-pie"],
+    ) else {
         return;
     };
     let t = Target::spawn(&mut Command::new(&exe));
     let pid = t.pid();
-    wait_until("exec", Duration::from_secs(5), || {
-        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
-    });
+    wait_exec(pid, "nopie");
     let proc = Process::open(pid).unwrap();
     let (first, _, e_type) = elf_first_load(&exe);
     assert_eq!(e_type, 2);
@@ -495,10 +587,19 @@ while True:
 
     // Single reads.
     assert_eq!(Memory::read_u8(&mem, base + 10), Some(want(10)));
-    assert!(matches!(mem.read_u64(base + 4096), Err(Error::Memory { .. })));
+    assert!(matches!(
+        mem.read_u64(base + 4096),
+        Err(Error::Memory { .. })
+    ));
 
     // Packed reads: the failing ranges do not stop the others.
-    let ranges = [(base, 16), (base + 4090, 16), (base + 8192, 16), (base + 6000, 4), (base + 12000, 8)];
+    let ranges = [
+        (base, 16),
+        (base + 4090, 16),
+        (base + 8192, 16),
+        (base + 6000, 4),
+        (base + 12000, 8),
+    ];
     let mut out = vec![0u8; 60];
     let mut ok = [false; 5];
     mem.read_packed(&ranges, &mut out, &mut ok).unwrap();
@@ -514,16 +615,172 @@ while True:
     assert_eq!(st.failed_ranges, 1);
     assert_eq!(st.bytes, 8192);
     assert_eq!(snap.missing(), &[(base + 4096, base + 8192)]);
-    assert_eq!(snap.get(base, 4096).unwrap(), &(0..4096).map(want).collect::<Vec<_>>()[..]);
-    assert_eq!(snap.get(base + 8192, 4096).unwrap(), &(8192..12288).map(want).collect::<Vec<_>>()[..]);
+    assert_eq!(
+        snap.get(base, 4096).unwrap(),
+        &(0..4096).map(want).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(
+        snap.get(base + 8192, 4096).unwrap(),
+        &(8192..12288).map(want).collect::<Vec<_>>()[..]
+    );
     assert!(snap.get(base + 4000, 200).is_none());
     let dynmem: &dyn Memory = &snap;
-    assert_eq!(dynmem.read_u32(base + 8192), Some(u32::from_le_bytes([want(8192), want(8193), want(8194), want(8195)])));
+    assert_eq!(
+        dynmem.read_u32(base + 8192),
+        Some(u32::from_le_bytes([
+            want(8192),
+            want(8193),
+            want(8194),
+            want(8195)
+        ]))
+    );
 
     // Once the process is gone, reads say so.
     let pid = t.pid();
     drop(t);
     assert!(matches!(mem.read_u64(base), Err(Error::ProcessExited { pid: p }) if p == pid));
+}
+
+const VFORK_C: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/wait.h>
+static void *vforker(void *arg) {
+    (void)arg;
+    pid_t c = vfork();
+    if (c == 0) { sleep(2); _exit(0); }
+    waitpid(c, 0, 0);
+    for (;;) pause();
+    return 0;
+}
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, 0, vforker, 0);
+    printf("ready\n");
+    fflush(stdout);
+    for (;;) pause();
+}
+"#;
+
+#[test]
+fn thread_that_cannot_stop_does_not_hang_the_pause() {
+    // A vfork parent waits in a killable sleep that PTRACE_INTERRUPT does
+    // not break: it only stops when the child exits, 2 s later.
+    let Some(exe) = build_c("vfork", VFORK_C, &[]) else {
+        return;
+    };
+    let mut t = Target::spawn(&mut Command::new(&exe));
+    t.wait_line("ready");
+    let pid = t.pid();
+    let blocked = {
+        let mut tid = 0;
+        wait_until("the vfork", Duration::from_secs(5), || {
+            task_states(pid)
+                .iter()
+                .find(|&&(_, s)| s == 'D')
+                .map(|&(t, _)| tid = t)
+                .is_some()
+        });
+        tid
+    };
+    let t0 = Instant::now();
+    let p = process::ptrace::pause_with_timeout(pid, Duration::from_millis(200)).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    for th in p.threads() {
+        if th.tid == blocked {
+            assert_eq!(th.stop, StopKind::NotStopped);
+            assert!(th.regs.is_none());
+        } else {
+            assert_eq!(th.stop, StopKind::Interrupt);
+            assert!(th.regs.is_some());
+        }
+    }
+    p.resume();
+    wait_until("the main thread to run", Duration::from_secs(5), || {
+        task_states(pid)
+            .iter()
+            .all(|&(tid, s)| tid == blocked || s != 't')
+    });
+    // When the vfork ends, the pending interrupt stops the thread; the next
+    // pause on this thread takes it over and lets it go with the rest.
+    wait_until("the vfork child to exit", Duration::from_secs(5), || {
+        task_states(pid)
+            .iter()
+            .any(|&(tid, s)| tid == blocked && s == 't')
+    });
+    let p = pause(pid).unwrap();
+    assert!(p.threads().iter().all(|th| th.stop == StopKind::Interrupt));
+    p.resume();
+    wait_until("all threads to run", Duration::from_secs(5), || {
+        none_traced(pid)
+    });
+}
+
+/// Run as a child by `unprivileged_access_is_denied_clearly` with
+/// GOSPY_TEST_UNPRIV_HELPER=<pid>: drops root and tries everything.
+#[test]
+fn helper_unprivileged() {
+    let Ok(pid) = std::env::var("GOSPY_TEST_UNPRIV_HELPER") else {
+        return;
+    };
+    let pid: i32 = pid.parse().unwrap();
+    // SAFETY: dropping privileges of this helper process.
+    unsafe {
+        assert_eq!(libc::setgid(65534), 0);
+        assert_eq!(libc::setuid(65534), 0);
+    }
+    let show = |what: &str, e: Option<Error>| match e {
+        Some(Error::PermissionDenied { operation, .. }) => {
+            println!("RESULT {what} denied: {operation}")
+        }
+        other => println!("RESULT {what} other: {other:?}"),
+    };
+    show("open", Process::open(pid).err());
+    show("pause", pause(pid).err());
+    show("read", ProcessMemory::new(pid).read_u64(0x1000).err());
+    let mut snap = MemorySnapshot::new();
+    snap.request(0x1000, 8);
+    show("fetch", snap.fetch(&ProcessMemory::new(pid)).err());
+    println!("RESULT done");
+    std::io::stdout().flush().unwrap();
+}
+
+#[test]
+fn unprivileged_access_is_denied_clearly() {
+    // SAFETY: getuid(2).
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipping: needs root to drop privileges");
+        return;
+    }
+    let t = Target::spawn(Command::new("sleep").arg("1000"));
+    let mut helper = Target::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "helper_unprivileged",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("GOSPY_TEST_UNPRIV_HELPER", t.pid().to_string()),
+    );
+    let mut results = Vec::new();
+    loop {
+        let line = helper.wait_line("RESULT ");
+        if line == "RESULT done" {
+            break;
+        }
+        results.push(line);
+    }
+    assert_eq!(
+        results,
+        [
+            "RESULT open denied: read the executable of",
+            "RESULT pause denied: attach to",
+            "RESULT read denied: read the memory of",
+            "RESULT fetch denied: read the memory of",
+        ]
+    );
 }
 
 /// Not a test by itself: run as a child by `killing_the_tracer_lets_the_target_run`
@@ -549,7 +806,12 @@ fn killing_the_tracer_lets_the_target_run() {
     let pid = t.pid();
     let mut helper = Target::spawn(
         Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "helper_pause_and_hang", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "helper_pause_and_hang",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("GOSPY_TEST_PAUSE_HELPER", pid.to_string()),
     );
     helper.wait_line("PAUSED");
@@ -557,7 +819,7 @@ fn killing_the_tracer_lets_the_target_run() {
 
     // Another tracer holds it: a clear error, and no harm done.
     let tracer = process::is_traced_by_other(pid).expect("traced by the helper");
-    assert!(Process::open(tracer).is_ok());
+    assert_eq!(tracer, helper.pid());
     match pause(pid) {
         Err(Error::Other(msg)) => {
             assert!(msg.contains("already being traced"), "{msg}");
@@ -570,10 +832,23 @@ fn killing_the_tracer_lets_the_target_run() {
     // SIGKILL gives gospy no chance to detach: the kernel does it.
     helper.child.kill().unwrap();
     helper.child.wait().unwrap();
-    wait_until("threads to run again", Duration::from_secs(5), || none_traced(pid));
+    wait_until("threads to run again", Duration::from_secs(5), || {
+        none_traced(pid)
+    });
     let before = cpu_ticks(pid);
-    wait_until("the target to use CPU", Duration::from_secs(5), || cpu_ticks(pid) > before + 2);
+    wait_until("the target to use CPU", Duration::from_secs(5), || {
+        cpu_ticks(pid) > before + 2
+    });
     assert_eq!(process::is_traced_by_other(pid), None);
+}
+
+/// Waits until the exec of a program whose path ends in `name` is done:
+/// `/proc/PID/exe` changes before the new segments are mapped.
+fn wait_exec(pid: i32, name: &str) {
+    wait_until("exec", Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .is_ok_and(|m| m.lines().any(|l| l.ends_with(name) && l.contains(" r-xp ")))
+    });
 }
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -602,10 +877,31 @@ fn build_c(name: &str, source: &str, flags: &[&str]) -> Option<PathBuf> {
         }
     };
     if !out.status.success() {
-        let mut err = String::new();
-        err.push_str(&String::from_utf8_lossy(&out.stderr));
-        panic!("gcc failed for {name}: {err}");
+        panic!(
+            "gcc failed for {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let _ = std::io::stderr().read(&mut []);
     Some(exe)
+}
+
+/// `cargo test --release --test process -- --ignored pause_latency --nocapture`
+#[test]
+#[ignore]
+fn pause_latency() {
+    let mut t = python(THREADS_PY, &[]);
+    t.wait_line("ready");
+    let (mut stop, mut total) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        let p = pause(t.pid()).unwrap();
+        stop.push(p.stop_latency());
+        total.push(p.resume());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stop.sort();
+    total.sort();
+    eprintln!(
+        "5 threads: stop latency median {:?} p99 {:?}; paused for median {:?} p99 {:?}",
+        stop[100], stop[198], total[100], total[198]
+    );
 }

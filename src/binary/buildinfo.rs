@@ -80,8 +80,9 @@ const HEADER_SIZE: usize = 32;
 /// few tens of KB).
 const MAX_STRING: u64 = 16 << 20;
 
-/// Raw contents of `.go.buildinfo`: (version, modinfo with sentinels).
-fn read_raw(image: &ElfImage) -> Result<(String, String), String> {
+/// Raw contents of `.go.buildinfo`: (version, modinfo with its binary
+/// sentinels).
+fn read_raw(image: &ElfImage) -> Result<(Vec<u8>, Vec<u8>), String> {
     let addr = find_header(image).ok_or_else(|| "no .go.buildinfo found".to_string())?;
     let header = image
         .bytes_at(addr, HEADER_SIZE)
@@ -158,7 +159,7 @@ fn read_uvarint(b: &[u8]) -> Option<(u64, usize)> {
 
 /// A uvarint-length-prefixed string at `addr`; returns it and the address
 /// just past it.
-fn read_inline_string(image: &ElfImage, addr: u64) -> Option<(String, u64)> {
+fn read_inline_string(image: &ElfImage, addr: u64) -> Option<(Vec<u8>, u64)> {
     let rest = image.bytes_from(addr)?;
     let (len, n) = read_uvarint(rest)?;
     if len > MAX_STRING {
@@ -166,24 +167,24 @@ fn read_inline_string(image: &ElfImage, addr: u64) -> Option<(String, u64)> {
     }
     let bytes = rest.get(n..n.checked_add(usize::try_from(len).ok()?)?)?;
     let next = addr.checked_add(n as u64)?.checked_add(len)?;
-    Some((String::from_utf8_lossy(bytes).into_owned(), next))
+    Some((bytes.to_vec(), next))
 }
 
 /// A Go string whose header `{ptr, len}` is at link-time address `addr`.
-fn read_string_header(image: &ElfImage, addr: u64) -> Option<String> {
+fn read_string_header(image: &ElfImage, addr: u64) -> Option<Vec<u8>> {
     let ptr = image.read_ptr(addr)?;
     let len = image.read_u64(addr.checked_add(8)?)?;
     if len == 0 || len > MAX_STRING {
         return None;
     }
-    let bytes = image.bytes_at(ptr, usize::try_from(len).ok()?)?;
-    Some(String::from_utf8_lossy(bytes).into_owned())
+    Some(image.bytes_at(ptr, usize::try_from(len).ok()?)?.to_vec())
 }
 
 /// Reads the Go version from `.go.buildinfo`. The error (e.g. "no
 /// .go.buildinfo found") says why the file does not look like a Go program.
 pub fn read_go_version(image: &ElfImage) -> Result<GoVersion, String> {
     let (vers, _) = read_raw(image)?;
+    let vers = String::from_utf8_lossy(&vers);
     if vers.is_empty() {
         return Err(".go.buildinfo has an empty Go version".to_string());
     }
@@ -195,16 +196,14 @@ pub fn read_go_version(image: &ElfImage) -> Result<GoVersion, String> {
 /// lines), without the 16-byte sentinels. `None` if absent.
 pub fn read_mod_info(image: &ElfImage) -> Option<String> {
     let (_, modinfo) = read_raw(image).ok()?;
-    strip_sentinels(&modinfo).map(str::to_string)
+    strip_sentinels(&modinfo).map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 /// debug/buildinfo: `if len(mod) >= 33 && mod[len(mod)-17] == '\n'` strip 16
-/// bytes at each end.
-fn strip_sentinels(m: &str) -> Option<&str> {
-    let b = m.as_bytes();
+/// bytes at each end (the sentinels are binary, not UTF-8).
+fn strip_sentinels(b: &[u8]) -> Option<&[u8]> {
     if b.len() >= 33 && b[b.len() - 17] == b'\n' {
-        let s = m.get(16..m.len() - 16)?;
-        (!s.is_empty()).then_some(s)
+        Some(&b[16..b.len() - 16])
     } else {
         None
     }
@@ -233,7 +232,16 @@ mod tests {
         assert!(v.at_least(1, 24) && v.at_least(1, 9) && !v.at_least(1, 25));
         assert!(v.at_least(0, 99));
         assert!(!v.at_least(2, 0));
-        for bad in ["", "go", "go1", "1.21", "gox.1", "devel +abc", "go1.", "go99999999999.1"] {
+        for bad in [
+            "",
+            "go",
+            "go1",
+            "1.21",
+            "gox.1",
+            "devel +abc",
+            "go1.",
+            "go99999999999.1",
+        ] {
             assert!(GoVersion::parse(bad).is_none(), "{bad}");
         }
     }
@@ -243,8 +251,12 @@ mod tests {
         let body = "path\tx\nmod\tx\t(devel)\t\n";
         let m = format!("0123456789abcdef{body}\n0123456789abcde");
         assert_eq!(m.len(), 16 + body.len() + 16);
-        assert_eq!(strip_sentinels(&m), Some(body));
-        assert_eq!(strip_sentinels("short"), None);
+        assert_eq!(strip_sentinels(m.as_bytes()), Some(body.as_bytes()));
+        assert_eq!(strip_sentinels(b"short"), None);
+        let mut bin = vec![0xffu8; 16];
+        bin.extend_from_slice(body.as_bytes());
+        bin.extend_from_slice(&[0x98; 16]);
+        assert_eq!(strip_sentinels(&bin), Some(body.as_bytes()));
     }
 
     fn inline_blob(vers: &str, m: &str) -> Vec<u8> {

@@ -123,8 +123,8 @@ const GO_NOTE_BUILDID: u32 = 4;
 impl ElfImage {
     /// Reads and parses the executable at `path`.
     pub fn open(path: &Path) -> Result<ElfImage> {
-        let data = std::fs::read(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let data =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         ElfImage::from_bytes(path, data)
     }
 
@@ -372,7 +372,9 @@ impl ElfImage {
         if v != 0 || !self.is_pie {
             return Some(v);
         }
-        let relocs = self.relative_relocs.get_or_init(|| self.load_relative_relocs());
+        let relocs = self
+            .relative_relocs
+            .get_or_init(|| self.load_relative_relocs());
         match relocs.binary_search_by_key(&vaddr, |r| r.0) {
             Ok(i) => Some(relocs[i].1),
             Err(_) => Some(0),
@@ -650,6 +652,44 @@ mod tests {
         assert_eq!(img.bytes_from(0x500010 + 250).unwrap().len(), 6);
         assert!(img.symbol("main.main").is_none());
         assert!(img.build_id.is_none());
+    }
+
+    #[test]
+    fn build_id_notes() {
+        fn note(name: &[u8], kind: u32, desc: &[u8]) -> Vec<u8> {
+            let mut n = Vec::new();
+            n.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            n.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+            n.extend_from_slice(&kind.to_le_bytes());
+            n.extend_from_slice(name);
+            while n.len() % 4 != 0 {
+                n.push(0);
+            }
+            n.extend_from_slice(desc);
+            while n.len() % 4 != 0 {
+                n.push(0);
+            }
+            n
+        }
+        let mut notes = note(b"GNU\0", 3, &[0xde, 0xad, 0xbe, 0xef, 0x01]);
+        notes.extend(note(b"Go\0\0", 4, b"abc/def\0"));
+        let mut d = build_elf(
+            &[Chunk {
+                name: ".note",
+                vaddr: 0x400f00,
+                data: &notes,
+                flags: 4,
+                section: true,
+            }],
+            2,
+        );
+        // Make section 1 an SHT_NOTE with 4-byte alignment.
+        let shoff = u64::from_le_bytes(d[40..48].try_into().unwrap()) as usize;
+        d[shoff + 64 + 4..shoff + 64 + 8].copy_from_slice(&7u32.to_le_bytes());
+        d[shoff + 64 + 48..shoff + 64 + 56].copy_from_slice(&4u64.to_le_bytes());
+        let img = image(d).unwrap();
+        assert_eq!(img.build_id.as_deref(), Some("deadbeef01"));
+        assert_eq!(img.go_build_id.as_deref(), Some("abc/def"));
     }
 
     #[test]

@@ -43,12 +43,13 @@ impl Binary {
             path: path.to_path_buf(),
             reason,
         })?;
-        let pclntab = Pclntab::load(Arc::clone(&image), &go_version, &layout).map_err(|reason| {
-            Error::BadBinary {
-                path: path.to_path_buf(),
-                reason,
-            }
-        })?;
+        let pclntab =
+            Pclntab::load(Arc::clone(&image), &go_version, &layout).map_err(|reason| {
+                Error::BadBinary {
+                    path: path.to_path_buf(),
+                    reason,
+                }
+            })?;
         Ok(Binary {
             path: path.to_path_buf(),
             image,

@@ -351,10 +351,13 @@ fn parse_table(tab: &[u8], text_start: Option<u64>, version: &GoVersion) -> Resu
         ));
     }
     let len = tab.len() as u64;
-    let word = |i: usize| u64_at(tab, 8 + 8 * i).ok_or_else(|| "pclntab header truncated".to_string());
+    let word =
+        |i: usize| u64_at(tab, 8 + 8 * i).ok_or_else(|| "pclntab header truncated".to_string());
     let in_tab = |off: u64, what: &str| -> Result<usize, String> {
         if off > len {
-            Err(format!("pclntab {what} offset {off:#x} outside the table ({len:#x} bytes)"))
+            Err(format!(
+                "pclntab {what} offset {off:#x} outside the table ({len:#x} bytes)"
+            ))
         } else {
             Ok(off as usize)
         }
@@ -379,8 +382,8 @@ fn parse_table(tab: &[u8], text_start: Option<u64>, version: &GoVersion) -> Resu
                 let fileoff = u32_at(tab, functab + ft_size)
                     .ok_or_else(|| "pclntab functab truncated".to_string())?;
                 let filetab = in_tab(u64::from(fileoff), "filetab")?;
-                let nfiletab = u32_at(tab, filetab)
-                    .ok_or_else(|| "pclntab filetab truncated".to_string())?;
+                let nfiletab =
+                    u32_at(tab, filetab).ok_or_else(|| "pclntab filetab truncated".to_string())?;
                 if u64::from(nfiletab) * 4 > len - filetab as u64 {
                     return Err("pclntab filetab truncated".into());
                 }
@@ -420,12 +423,10 @@ fn parse_table(tab: &[u8], text_start: Option<u64>, version: &GoVersion) -> Resu
     } else {
         match text_start.or((header_text_start != 0).then_some(header_text_start)) {
             Some(t) => t,
-            None => {
-                return Err(
-                    "cannot determine the text start (no moduledata and the pclntab header has none)"
-                        .into(),
-                )
-            }
+            None => return Err(
+                "cannot determine the text start (no moduledata and the pclntab header has none)"
+                    .into(),
+            ),
         }
     };
     let read_field = |i: usize| -> u64 {
@@ -443,7 +444,9 @@ fn parse_table(tab: &[u8], text_start: Option<u64>, version: &GoVersion) -> Resu
         let funcoff = read_field(2 * i + 1);
         let off = (funcbase as u64).saturating_add(funcoff);
         if off.saturating_add(lay.size as u64) > len {
-            return Err(format!("pclntab function {i}: record offset {off:#x} outside the table"));
+            return Err(format!(
+                "pclntab function {i}: record offset {off:#x} outside the table"
+            ));
         }
         // The record's own entry must agree with the functab.
         let rec_entry = if wide {
@@ -452,7 +455,9 @@ fn parse_table(tab: &[u8], text_start: Option<u64>, version: &GoVersion) -> Resu
             u32_at(tab, off as usize).map(u64::from)
         };
         if rec_entry != Some(raw_entry) {
-            return Err(format!("pclntab function {i}: entry mismatch between functab and _func"));
+            return Err(format!(
+                "pclntab function {i}: entry mismatch between functab and _func"
+            ));
         }
         entries.push(text_base.wrapping_add(raw_entry));
         funcoffs.push(off as u32);
@@ -476,15 +481,19 @@ fn parse_table(tab: &[u8], text_start: Option<u64>, version: &GoVersion) -> Resu
 }
 
 /// Reads `moduledata` fields from the file (`base` is its link-time
-/// address): (`text`, `gofunc`).
-fn moduledata_fields(image: &ElfImage, base: u64, layout: &Layout) -> (Option<u64>, Option<u64>) {
+/// address; the offsets are those of `text` and `gofunc`): (`text`,
+/// `gofunc`).
+fn moduledata_fields(
+    image: &ElfImage,
+    base: u64,
+    text_off: u64,
+    gofunc_off: Option<u64>,
+) -> (Option<u64>, Option<u64>) {
     let text = base
-        .checked_add(layout.moduledata.text)
+        .checked_add(text_off)
         .and_then(|a| image.read_ptr(a))
         .filter(|&t| t != 0);
-    let gofunc = layout
-        .moduledata
-        .gofunc
+    let gofunc = gofunc_off
         .and_then(|o| base.checked_add(o))
         .and_then(|a| image.read_ptr(a))
         .filter(|&g| g != 0);
@@ -495,19 +504,31 @@ impl Pclntab {
     /// Loads the pclntab of `image`. The text start and `gofunc` (1.18+)
     /// come from `runtime.firstmoduledata` as located by `layout` (else the
     /// `.go.module` section of 1.26+, else the `runtime.firstmoduledata`
-    /// symbol); failing that, the header's `textStart` and the
-    /// `go:func.*`/`go.func.*` symbols.
-    pub fn load(image: Arc<ElfImage>, version: &GoVersion, layout: &Layout) -> Result<Pclntab, String> {
+    /// symbol), read from the file at the layout's field offsets; failing
+    /// that, the header's `textStart` and the `go:func.*`/`go.func.*`
+    /// symbols.
+    pub fn load(
+        image: Arc<ElfImage>,
+        version: &GoVersion,
+        layout: &Layout,
+    ) -> Result<Pclntab, String> {
         let mut text = None;
         let mut gofunc = None;
-        if layout.moduledata.text != 0 {
+        // `moduledata.text` sits at 176 in every 1.16–1.27 layout (notes
+        // §1.12; the prefix pcHeader…textsectmap has not changed); use that
+        // if the layout does not say (e.g. no DWARF).
+        let text_off = match layout.moduledata.text {
+            0 if version.at_least(1, 16) => 176,
+            off => off,
+        };
+        if text_off != 0 {
             let bases = [
                 (layout.globals.firstmoduledata != 0).then_some(layout.globals.firstmoduledata),
                 image.section(".go.module").map(|s| s.addr),
                 image.symbol("runtime.firstmoduledata").map(|s| s.addr),
             ];
             for base in bases.into_iter().flatten() {
-                let (t, g) = moduledata_fields(&image, base, layout);
+                let (t, g) = moduledata_fields(&image, base, text_off, layout.moduledata.gofunc);
                 if t.is_some() {
                     text = t;
                     gofunc = g;
@@ -853,9 +874,7 @@ impl Pclntab {
         };
         let mut p = pc;
         for _ in 0..MAX_INLINE_DEPTH {
-            let ix = self
-                .pcdata_value(f, PCDATA_INL_TREE_INDEX, p)
-                .unwrap_or(-1);
+            let ix = self.pcdata_value(f, PCDATA_INL_TREE_INDEX, p).unwrap_or(-1);
             if !(0..MAX_INLINE_INDEX).contains(&ix) {
                 break;
             }
@@ -1002,7 +1021,10 @@ mod tests {
     fn varint_decoding() {
         assert_eq!(read_varint(&[0x05], 0), Some((5, 1)));
         assert_eq!(read_varint(&[0x80, 0x01], 0), Some((128, 2)));
-        assert_eq!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0x0f], 0), Some((u32::MAX, 5)));
+        assert_eq!(
+            read_varint(&[0xff, 0xff, 0xff, 0xff, 0x0f], 0),
+            Some((u32::MAX, 5))
+        );
         assert_eq!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01], 0), None);
         assert_eq!(read_varint(&[0x80], 0), None);
         assert_eq!(read_varint(&[], 0), None);
@@ -1042,15 +1064,19 @@ mod tests {
         assert_eq!(pcvalue_at(&ff, 0, 0, 10, 1), None);
     }
 
-    /// One synthetic function: name, file, entry offset, size, sp runs,
-    /// line runs, and optionally (callee name, parentPc, inl-index runs).
+    /// (value, pc length) runs of a pc-value table.
+    type Runs = Vec<(i32, u32)>;
+
+    /// One synthetic function: name, size, pc-value runs and funcID. With
+    /// `inl`, the inline-index runs of its single inlined call (callee
+    /// `main.helper`, call site at +0x08).
     struct SynFunc {
         name: &'static str,
         size: u32,
-        sp: Vec<(i32, u32)>,
-        line: Vec<(i32, u32)>,
-        file: Vec<(i32, u32)>,
-        inl: Option<(&'static str, i32, Vec<(i32, u32)>)>,
+        sp: Runs,
+        line: Runs,
+        file: Runs,
+        inl: Option<Runs>,
         func_id: u8,
     }
 
@@ -1064,7 +1090,7 @@ mod tests {
                 file: vec![(0, 0x40)],
                 // 0x10..0x20 is inlined main.helper called from the
                 // instruction at +0x08 (line 11).
-                inl: Some(("main.helper", 0x08, vec![(-1, 0x10), (0, 0x10), (-1, 0x20)])),
+                inl: Some(vec![(-1, 0x10), (0, 0x10), (-1, 0x20)]),
                 func_id: 0,
             },
             SynFunc {
@@ -1103,7 +1129,7 @@ mod tests {
         let mut pctab = vec![0u8]; // offset 0 means "no table"
         let mut tables = Vec::new();
         for f in &funcs {
-            let mut put = |runs: &Vec<(i32, u32)>| {
+            let mut put = |runs: &Runs| {
                 let off = pctab.len() as u32;
                 pctab.extend_from_slice(&encode_pcvalue(runs));
                 off
@@ -1111,7 +1137,7 @@ mod tests {
             let sp = put(&f.sp);
             let file = put(&f.file);
             let line = put(&f.line);
-            let inl = f.inl.as_ref().map(|i| put(&i.2));
+            let inl = f.inl.as_ref().map(put);
             tables.push((sp, file, line, inl));
         }
         let header = 64usize;
@@ -1316,7 +1342,9 @@ mod tests {
             }
             let img = image_with(&g, vaddr, true);
             for v in ["go1.15", "go1.16", "go1.19", "go1.22"] {
-                if let Ok(t) = Pclntab::load_with(Arc::clone(&img), &ver(v), Some(0x401000), Some(0x500000)) {
+                if let Ok(t) =
+                    Pclntab::load_with(Arc::clone(&img), &ver(v), Some(0x401000), Some(0x500000))
+                {
                     exercise(&t);
                 }
             }
@@ -1375,6 +1403,13 @@ mod tests {
         t.source_frames(&f, 0x401012, &mut out);
         assert_eq!(out.len(), MAX_INLINE_DEPTH + 1);
         assert!(!out.last().unwrap().inlined);
+    }
+
+    #[test]
+    fn shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Pclntab>();
+        assert_send_sync::<ElfImage>();
     }
 
     #[test]

@@ -96,11 +96,9 @@ fn keep(args: &DumpArgs, g: &GoroutineReport) -> bool {
     if !args.status.is_empty() {
         let status = g.status.name();
         let reason = g.wait_reason.as_deref().unwrap_or("");
-        if !args
-            .status
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(status) || (!reason.is_empty() && s.eq_ignore_ascii_case(reason)))
-        {
+        if !args.status.iter().any(|s| {
+            s.eq_ignore_ascii_case(status) || (!reason.is_empty() && s.eq_ignore_ascii_case(reason))
+        }) {
             return false;
         }
     }

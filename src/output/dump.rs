@@ -52,11 +52,19 @@ pub fn write_text(
     Ok(())
 }
 
-fn write_goroutine(out: &mut dyn Write, g: &GoroutineReport, options: TextOptions) -> io::Result<()> {
+fn write_goroutine(
+    out: &mut dyn Write,
+    g: &GoroutineReport,
+    options: TextOptions,
+) -> io::Result<()> {
     // The runtime's header (runtime/traceback.go goroutineheader), then what
     // it lacks: exact wait time, thread and labels.
     write!(out, "goroutine {} [", g.goid)?;
-    write!(out, "{}", g.wait_reason.as_deref().unwrap_or(g.status.name()))?;
+    write!(
+        out,
+        "{}",
+        g.wait_reason.as_deref().unwrap_or(g.status.name())
+    )?;
     if let Some(secs) = g.wait_seconds {
         let minutes = (secs / 60.0).floor();
         if minutes >= 1.0 {
@@ -102,7 +110,11 @@ fn write_goroutine(out: &mut dyn Write, g: &GoroutineReport, options: TextOption
         }
     }
     if g.truncated {
-        writeln!(out, "...additional frames elided (stopped at {} frames)...", g.frames.len())?;
+        writeln!(
+            out,
+            "...additional frames elided (stopped at {} frames)...",
+            g.frames.len()
+        )?;
     }
     if let Some(err) = &g.error {
         if printed == 0 {
@@ -193,7 +205,11 @@ pub struct JsonFrame<'a> {
 }
 
 /// Writes `goroutines` as one JSON document.
-pub fn write_json(out: &mut dyn Write, header: &DumpHeader, goroutines: &[GoroutineReport]) -> io::Result<()> {
+pub fn write_json(
+    out: &mut dyn Write,
+    header: &DumpHeader,
+    goroutines: &[GoroutineReport],
+) -> io::Result<()> {
     let doc = DumpDocument {
         pid: header.pid,
         binary: &header.binary,

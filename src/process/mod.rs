@@ -253,7 +253,11 @@ pub(crate) fn list_tasks(pid: i32) -> std::io::Result<Vec<i32>> {
     let mut tids = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let entry = entry?;
-        if let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+        if let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        {
             tids.push(tid);
         }
     }
@@ -289,7 +293,8 @@ mod tests {
 
     #[test]
     fn parses_stat_with_odd_comm() {
-        let s = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 987654 1000 50";
+        let s =
+            "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 987654 1000 50";
         let st = parse_stat(s).unwrap();
         assert_eq!(st.state, 'S');
         assert_eq!(st.start_time, 987654);

@@ -8,7 +8,9 @@
 //!   `GOTRACEBACK=system` in a crash (1.21+) `goroutine 7 gp=0xc000 m=nil
 //!   [...]:` or `m=3 mp=0x...`; 1.27+ appends pprof labels
 //!   (`[chan receive] {tier: gold, worker: 7}:`, default on only with
-//!   `GODEBUG=tracebacklabels=1` for GOPATH-mode builds); 1.26+ may add
+//!   `GODEBUG=tracebacklabels=1` for GOPATH-mode builds); 1.26 prints them
+//!   inside the bracket, always quoted, with `GODEBUG=tracebacklabels=1`
+//!   only: `[chan receive labels:{"tier": "gold"}]:`; 1.26+ may add
 //!   ` (leaked)`, ` (scan)`, ` (durable)`, `, synctest bubble N` inside the
 //!   brackets.
 //! * frame: a function line `main.(*T).m(0xc0000, ...)` / `main.F[...](...)`
@@ -87,8 +89,8 @@ pub struct RuntimeGoroutine {
     pub state: String,
     /// The rest of the bracket, split on `, `: `3 minutes`, `locked to thread`.
     pub header_extra: Vec<String>,
-    /// pprof labels from the header (Go 1.27+ with tracebacklabels=1); None
-    /// when the runtime printed none.
+    /// pprof labels from the header (Go 1.26+ with GODEBUG=tracebacklabels=1);
+    /// None when the runtime printed none.
     pub labels: Option<BTreeMap<String, String>>,
     pub frames: Vec<RuntimeFrame>,
     pub created_by: Option<CreatedBy>,
@@ -295,14 +297,20 @@ fn parse_header(line: &str) -> Option<RuntimeGoroutine> {
         return None;
     }
     let after_open = &rest[open + 2..];
-    let close = after_open.find(']')?;
-    let inside = &after_open[..close];
+    let close = scan_to(after_open, ']')?;
+    let mut inside = &after_open[..close];
     let tail = after_open[close + 1..].strip_suffix(':')?;
-    let labels = match tail.trim() {
+    let mut labels = match tail.trim() {
         "" => None,
         t if t.starts_with('{') && t.ends_with('}') => Some(parse_labels(&t[1..t.len() - 1])),
         _ => return None,
     };
+    // Go 1.26 (GODEBUG=tracebacklabels=1) prints them inside the bracket.
+    if let Some(i) = inside.find(" labels:{") {
+        let body = &inside[i + " labels:{".len()..];
+        labels = Some(parse_labels(body.strip_suffix('}').unwrap_or(body)));
+        inside = &inside[..i];
+    }
     let mut parts = inside.split(", ");
     let state = parts.next().unwrap_or("").to_string();
     let header_extra = parts.map(str::to_string).collect();
@@ -319,6 +327,32 @@ fn parse_header(line: &str) -> Option<RuntimeGoroutine> {
         ancestors: Vec::new(),
         raw_header: line.to_string(),
     })
+}
+
+/// Byte index of the first `stop` outside double quotes and braces.
+fn scan_to(s: &str, stop: char) -> Option<usize> {
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut depth = 0u32;
+    for (i, c) in s.char_indices() {
+        if in_quote {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_quote = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_quote = true,
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            _ if c == stop && depth == 0 => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `tier: gold, worker: 7` or with Go-quoted keys/values (`"a b": "x\"y"`).
