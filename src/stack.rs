@@ -40,10 +40,19 @@ pub fn symbolize(pclntab: &Pclntab, version: &GoVersion, stack: &Stack, bias: u6
                 is_wrapper: false,
             });
         }
+        // Before Go 1.16 the runtime judged an inlined frame by the name of
+        // the function it was inlined into (runtime/traceback.go 1.15
+        // gentraceback passes the physical funcInfo to showframe).
+        let physical_name = source.last().map(|sf| sf.function).unwrap_or("");
         for sf in &source {
+            let judged_name = if version.at_least(1, 16) {
+                sf.function
+            } else {
+                physical_name
+            };
             let hidden = !runtime_shows(
                 version,
-                sf.function,
+                judged_name,
                 sf.is_wrapper,
                 !shown_any,
                 callee_is_panic,

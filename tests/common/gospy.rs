@@ -61,10 +61,12 @@ pub fn gospy_visible_frames(g: &Value) -> Vec<RuntimeFrame> {
         .iter()
         .filter(|f| !f["hidden"].as_bool().unwrap_or(false))
         .map(|f| RuntimeFrame {
-            function: f["function"]
-                .as_str()
-                .unwrap_or("<no function>")
-                .to_string(),
+            // The runtime prints runtime.gopanic as "panic"
+            // (runtime/traceback.go printFuncName).
+            function: match f["function"].as_str().unwrap_or("<no function>") {
+                "runtime.gopanic" => "panic".to_string(),
+                other => other.to_string(),
+            },
             file: f["file"].as_str().unwrap_or("<no file>").to_string(),
             line: f["line"].as_u64().unwrap_or(0) as u32,
             inlined: f["inlined"].as_bool().unwrap_or(false),

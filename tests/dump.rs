@@ -1,0 +1,522 @@
+//! `gospy dump` end to end, against the `parked` fixture built by every
+//! required Go toolchain in every build mode. Ground truth is the runtime's
+//! own `runtime.Stack(buf, true)`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Runs `check` for every toolchain in `mode`, collecting failures so one
+/// run reports every broken version at once.
+fn for_each_toolchain(
+    mode: BuildMode,
+    check: impl Fn(&Toolchain, &mut Target) -> Result<(), String>,
+) {
+    let mut failures = Vec::new();
+    for tc in toolchains() {
+        let bin = build_fixture("parked", &tc, mode);
+        let mut target = Target::start(&bin, &[]);
+        if let Err(e) = check(&tc, &mut target) {
+            failures.push(format!("=== Go {} {}: {e}", tc.version, mode.name()));
+        }
+        if !target.is_running_not_stopped() {
+            failures.push(format!(
+                "=== Go {} {}: target left stopped",
+                tc.version,
+                mode.name()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Every parked goroutine's frames and creator equal the runtime's; labels
+/// and states agree; the CPU burners show their call chain.
+fn matches_runtime(tc: &Toolchain, target: &mut Target) -> Result<(), String> {
+    let truth = target.ground_truth();
+    let dump = gospy_dump_json(target.pid());
+    let compared = compare_parked(&truth, &dump)?;
+    let expected = parked_catalogue(tc, BuildMode::Default).len();
+    if compared < expected {
+        return Err(format!(
+            "compared only {compared} goroutines, expected at least {expected}"
+        ));
+    }
+    compare_labels(&truth, &dump)?;
+    compare_states(&truth, &dump)?;
+    check_burners(&dump)?;
+    check_json_schema(&dump, target.pid())
+}
+
+fn check_burners(dump: &Value) -> Result<(), String> {
+    let burners: Vec<&Value> = gospy_goroutines(dump)
+        .iter()
+        .filter(|g| {
+            gospy_visible_frames(g)
+                .iter()
+                .any(|f| f.function == BURN_CHAIN[2])
+        })
+        .collect();
+    if burners.len() != BURNERS {
+        return Err(format!(
+            "expected {BURNERS} burner goroutines, found {}",
+            burners.len()
+        ));
+    }
+    for g in burners {
+        let names: Vec<String> = gospy_visible_frames(g)
+            .into_iter()
+            .map(|f| f.function)
+            .collect();
+        let chain: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("main.burn"))
+            .collect();
+        // A burner caught in burnMiddle's loop header shows only part of
+        // the chain, but always in call order and always ending at burnOuter.
+        let in_order = chain.windows(2).all(|w| {
+            let pos = |n: &str| BURN_CHAIN.iter().position(|c| *c == n);
+            pos(w[0]) < pos(w[1])
+        });
+        if chain.last() != Some(&BURN_CHAIN[2]) || !in_order {
+            return Err(format!(
+                "burner stack {names:?} does not show {BURN_CHAIN:?}"
+            ));
+        }
+        let status = g["status"].as_str().unwrap_or("");
+        if !matches!(status, "running" | "runnable" | "preempted") {
+            return Err(format!("burner has status {status}"));
+        }
+        if status == "running" && g["thread_id"].as_u64().is_none() {
+            return Err(format!("running burner without thread_id: {g}"));
+        }
+        if g["error"].is_string() {
+            return Err(format!("burner stack incomplete: {}", g["error"]));
+        }
+    }
+    Ok(())
+}
+
+/// The documented JSON schema (README.md, "JSON schema").
+fn check_json_schema(dump: &Value, pid: u32) -> Result<(), String> {
+    let bad = |what: &str| Err(format!("JSON schema: {what}"));
+    if dump["pid"].as_u64() != Some(pid as u64) {
+        return bad("pid");
+    }
+    if !dump["go_version"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("go1."))
+    {
+        return bad("go_version");
+    }
+    if !dump["binary"].is_string()
+        || !dump["pause_seconds"].is_f64()
+        || !dump["total_goroutines"].is_u64()
+    {
+        return bad("binary/pause_seconds/total_goroutines");
+    }
+    for g in gospy_goroutines(dump) {
+        let ok = g["goid"].is_u64()
+            && g["status"].is_string()
+            && (g["wait_reason"].is_string() || g["wait_reason"].is_null())
+            && (g["wait_seconds"].is_f64() || g["wait_seconds"].is_null())
+            && (g["thread_id"].is_u64() || g["thread_id"].is_null())
+            && g["locked_to_thread"].is_boolean()
+            && g["system"].is_boolean()
+            && g["labels"].is_object()
+            && (g["created_by"].is_null()
+                || (g["created_by"]["function"].is_string()
+                    && g["created_by"]["file"].is_string()
+                    && g["created_by"]["line"].is_u64()
+                    && (g["created_by"]["parent_goid"].is_u64()
+                        || g["created_by"]["parent_goid"].is_null())))
+            && g["frames"].as_array().is_some_and(|fs| {
+                fs.iter().all(|f| {
+                    f["function"].is_string()
+                        && f["file"].is_string()
+                        && f["line"].is_u64()
+                        && f["inlined"].is_boolean()
+                        && f["hidden"].is_boolean()
+                })
+            })
+            && g["truncated"].is_boolean()
+            && (g["error"].is_string() || g["error"].is_null());
+        if !ok {
+            return bad(&format!("goroutine {g}"));
+        }
+        if g["status"] == "waiting" && !g["wait_reason"].is_string() {
+            return bad(&format!("waiting goroutine without wait_reason: {g}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn dump_matches_runtime_default_build() {
+    for_each_toolchain(BuildMode::Default, matches_runtime);
+}
+
+#[test]
+fn dump_matches_runtime_pie_build() {
+    for_each_toolchain(BuildMode::Pie, matches_runtime);
+}
+
+#[test]
+fn dump_matches_runtime_cgo_build() {
+    for_each_toolchain(BuildMode::Cgo, matches_runtime);
+}
+
+/// The text output parses as a Go traceback and says the same as the
+/// runtime for every parked goroutine.
+#[test]
+fn text_output_reads_like_the_runtime_traceback() {
+    for_each_toolchain(BuildMode::Default, |_, target| {
+        let truth = target.ground_truth();
+        let out = run_gospy(&["dump", "--pid", &target.pid().to_string()]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !text.starts_with(&format!("Process {}: ", target.pid()))
+            || !text.contains("\nGo version: go1.")
+        {
+            return Err(format!("header missing:\n{text}"));
+        }
+        let ours = parse_traceback(&text);
+        let mut compared = 0;
+        for theirs in truth
+            .iter()
+            .filter(|g| !g.is_moving() && !g.unavailable && !g.is_dumper())
+        {
+            let Some(mine) = ours.iter().find(|g| g.goid == theirs.goid) else {
+                return Err(format!(
+                    "goroutine {} missing from text output",
+                    theirs.goid
+                ));
+            };
+            if mine.state != theirs.state {
+                return Err(format!(
+                    "goroutine {}: state {:?} vs runtime {:?}",
+                    theirs.goid, mine.state, theirs.state
+                ));
+            }
+            let strip = |g: &RuntimeGoroutine| -> Vec<(String, String, u32)> {
+                g.frames
+                    .iter()
+                    .map(|f| (f.function.clone(), f.file.clone(), f.line))
+                    .collect()
+            };
+            if strip(mine) != strip(theirs) || mine.created_by != theirs.created_by {
+                return Err(format!(
+                    "goroutine {} differs:\n gospy:   {:?} {:?}\n runtime: {:?} {:?}",
+                    theirs.goid,
+                    strip(mine),
+                    mine.created_by,
+                    strip(theirs),
+                    theirs.created_by
+                ));
+            }
+            compared += 1;
+        }
+        if compared < 20 {
+            return Err(format!("only {compared} goroutines compared"));
+        }
+        Ok(())
+    });
+}
+
+fn newest() -> Toolchain {
+    toolchains().pop().expect("no toolchains")
+}
+
+#[test]
+fn filters_select_goroutines() {
+    let tc = newest();
+    let bin = build_fixture("parked", &tc, BuildMode::Default);
+    let target = Target::start(&bin, &[]);
+    let pid = target.pid().to_string();
+    let json = |extra: &[&str]| -> Value {
+        let mut args = vec!["dump", "--json", "--pid", &pid];
+        args.extend_from_slice(extra);
+        let out = run_gospy(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let all = json(&[]);
+    let all_gs = gospy_goroutines(&all);
+    assert!(
+        all_gs.iter().all(|g| g["system"] == false),
+        "system goroutines shown by default"
+    );
+
+    let with_system = json(&["--system"]);
+    assert!(gospy_goroutines(&with_system)
+        .iter()
+        .any(|g| g["system"] == true));
+    assert!(gospy_goroutines(&with_system).len() > all_gs.len());
+    assert_eq!(with_system["total_goroutines"], all["total_goroutines"]);
+
+    let sleeping = json(&["--status", "sleep"]);
+    let sleeping = gospy_goroutines(&sleeping);
+    assert!(!sleeping.is_empty());
+    assert!(sleeping.iter().all(|g| g["wait_reason"] == "sleep"));
+
+    let chans = json(&["--status", "chan receive,chan send"]);
+    let chans = gospy_goroutines(&chans);
+    assert!(chans.iter().any(|g| g["wait_reason"] == "chan send"));
+    assert!(chans
+        .iter()
+        .all(|g| g["wait_reason"] == "chan receive" || g["wait_reason"] == "chan send"));
+
+    let matched = json(&["--match", "parkCondWait"]);
+    let matched = gospy_goroutines(&matched);
+    assert_eq!(matched.len(), 1, "{matched:?}");
+
+    let labelled = json(&["--match", "gold"]);
+    let labelled = gospy_goroutines(&labelled);
+    assert_eq!(labelled.len(), 1);
+    assert_eq!(labelled[0]["labels"]["tier"], "gold");
+
+    // Every frame visible with --runtime-frames, ending at runtime.goexit.
+    let out = run_gospy(&[
+        "dump",
+        "--pid",
+        &pid,
+        "--runtime-frames",
+        "--match",
+        "parkChanRecv",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("runtime.gopark()"), "{text}");
+    assert!(text.contains("runtime.goexit()"), "{text}");
+}
+
+#[test]
+fn deep_stacks_are_cut_and_say_so() {
+    let tc = newest();
+    let bin = build_fixture("parked", &tc, BuildMode::Default);
+    let target = Target::start(&bin, &[]);
+    let pid = target.pid().to_string();
+    // parkDeep itself is below the cut; main.recurse is above it.
+    let out = run_gospy(&[
+        "dump",
+        "--json",
+        "--pid",
+        &pid,
+        "--max-depth",
+        "20",
+        "--match",
+        "main.recurse",
+    ]);
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gs = gospy_goroutines(&doc);
+    assert_eq!(gs.len(), 1, "{gs:?}");
+    let deep = &gs[0];
+    assert_eq!(deep["truncated"], true);
+    assert!(deep["frames"].as_array().unwrap().len() >= 20);
+    let text = run_gospy(&[
+        "dump",
+        "--pid",
+        &pid,
+        "--max-depth",
+        "20",
+        "--match",
+        "main.recurse",
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("...additional frames elided (stopped at"),
+        "{text}"
+    );
+}
+
+#[test]
+fn nonblocking_dump_agrees_on_parked_goroutines() {
+    for_each_toolchain(BuildMode::Default, |_, target| {
+        let truth = target.ground_truth();
+        let out = run_gospy(&[
+            "dump",
+            "--json",
+            "--nonblocking",
+            "--pid",
+            &target.pid().to_string(),
+        ]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let dump: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        if !dump["pause_seconds"].is_null() {
+            return Err("nonblocking dump reports a pause".into());
+        }
+        // Running goroutines cannot be unwound without stopping their
+        // thread: they must carry an error, never made-up frames.
+        for g in gospy_goroutines(&dump) {
+            if g["status"] == "running" && !g["error"].is_string() {
+                return Err(format!(
+                    "running goroutine without error in nonblocking mode: {g}"
+                ));
+            }
+        }
+        compare_parked(&truth, &dump).map(|_| ())
+    });
+}
+
+fn gospy_error(args: &[&str]) -> String {
+    let out = run_gospy(args);
+    assert!(!out.status.success(), "expected failure for {args:?}");
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "gospy panicked: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn bad_input_gives_one_clear_line() {
+    // No such process.
+    let err = gospy_error(&["dump", "--pid", "999999999"]);
+    assert!(err.contains("no process with PID 999999999"), "{err}");
+
+    // A process that is not a Go program.
+    let mut sleep = Command::new("sleep").arg("60").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let err = gospy_error(&["dump", "--pid", &sleep.id().to_string()]);
+    assert!(err.contains("not a Go program"), "{err}");
+    sleep.kill().unwrap();
+    sleep.wait().unwrap();
+
+    // A zombie: a child that exited and was not reaped.
+    let mut zombie = Command::new("true").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(format!("/proc/{}/stat", zombie.id()))
+        .unwrap_or_default()
+        .contains(") Z")
+    {
+        assert!(Instant::now() < deadline, "child never became a zombie");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let err = gospy_error(&["dump", "--pid", &zombie.id().to_string()]);
+    assert!(err.contains("zombie"), "{err}");
+    zombie.wait().unwrap();
+
+    // A Go binary gospy cannot use: no DWARF (built with -ldflags=-w).
+    let tc = newest();
+    let dir = target_dir().join("tmp/dump-nodwarf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("main.go");
+    std::fs::write(
+        &src,
+        "package main\n\nimport \"time\"\n\nfunc main() { time.Sleep(time.Hour) }\n",
+    )
+    .unwrap();
+    let bin = dir.join("nodwarf");
+    let status = Command::new(&tc.go)
+        .args(["build", "-ldflags=-w", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .env("GOCACHE", gocache_dir())
+        .env("GO111MODULE", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut nodwarf = Command::new(&bin).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let err = gospy_error(&["dump", "--pid", &nodwarf.id().to_string()]);
+    assert!(err.contains("DWARF"), "{err}");
+    nodwarf.kill().unwrap();
+    nodwarf.wait().unwrap();
+}
+
+#[test]
+fn permission_denied_explains_what_to_do() {
+    // An unprivileged user may not inspect a root-owned process.
+    let tc = newest();
+    let bin = build_fixture("parked", &tc, BuildMode::Default);
+    let target = Target::start(&bin, &[]);
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(gospy_bin())
+        .args(["dump", "--pid", &target.pid().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(
+        err.contains("CAP_SYS_PTRACE") && err.contains("root"),
+        "{err}"
+    );
+    assert!(target.is_running_not_stopped());
+}
+
+/// Killing gospy with SIGKILL at any moment of a dump (including while the
+/// target is paused) leaves the target running.
+#[test]
+fn target_survives_gospy_killed_mid_dump() {
+    let tc = newest();
+    let bin = build_fixture("parked", &tc, BuildMode::Default);
+    // Enough goroutines that a dump takes a while.
+    let mut target = Target::start(&bin, &["-goroutines", "50000"]);
+    let pid = target.pid().to_string();
+    for delay_ms in [0u64, 1, 2, 3, 5, 8, 12, 20, 30, 50] {
+        let mut gospy = Command::new(gospy_bin())
+            .args(["dump", "--pid", &pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = gospy.kill();
+        gospy.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            target.is_running_not_stopped(),
+            "target stopped after gospy was killed at {delay_ms} ms"
+        );
+    }
+    // And it still works: it answers its own stack dump request.
+    assert!(!target.ground_truth().is_empty());
+}
+
+/// The target keeps running after a normal dump, and a second dump sees
+/// the same parked goroutines.
+#[test]
+fn repeated_dumps_are_stable() {
+    let tc = newest();
+    let bin = build_fixture("parked", &tc, BuildMode::Pie);
+    let mut target = Target::start(&bin, &[]);
+    let truth = target.ground_truth();
+    for _ in 0..5 {
+        let dump = gospy_dump_json(target.pid());
+        compare_parked(&truth, &dump).unwrap();
+        assert!(target.is_running_not_stopped());
+    }
+}
