@@ -88,21 +88,7 @@ pub fn reports(
         .iter()
         .map(|g| {
             let machine = (g.m != 0).then(|| machines.get(&g.m).copied()).flatten();
-            let thread = machine.and_then(|m| {
-                let regs = *snapshot.threads.get(&m.tid)?;
-                let (g0_stack, gsignal_stack) = snapshot
-                    .system_stacks
-                    .get(&m.addr)
-                    .copied()
-                    .unwrap_or((None, None));
-                Some(ThreadView {
-                    tid: m.tid,
-                    regs,
-                    machine: m,
-                    g0_stack,
-                    gsignal_stack,
-                })
-            });
+            let thread = snapshot.thread_view(g);
             let mut report =
                 report_one(binary, target.bias, snapshot, g, &unwinder, thread.as_ref());
             if matches!(g.status, GStatus::Running | GStatus::Syscall) {

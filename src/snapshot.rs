@@ -1,19 +1,30 @@
-//! A consistent copy of the target's goroutines, threads and stacks.
+//! A copy of the target's goroutines, threads and stacks, taken with the
+//! target stopped for as short a time as possible.
 //!
-//! The target is paused (unless `--nonblocking`) only while raw bytes are
-//! copied: the `allgs` array, every `g`, every `m`, the thread registers and
-//! the live part of every stack, each step one batched `process_vm_readv`.
-//! Decoding and unwinding happen after it runs again.
+//! 1. While the target is paused: every M, the goroutines they run (running
+//!    or in a system call), the thread registers and those goroutines'
+//!    stacks: a handful of small reads, whatever the number of goroutines.
+//! 2. With the target running again: `allgs`, every `g` and the stacks of
+//!    the parked goroutines, each in one batched `process_vm_readv`. A parked
+//!    goroutine's frames cannot change until it runs, so the gs are read
+//!    once more afterwards; a goroutine whose status or saved stack pointers
+//!    moved in between, or that was running, is
+//! 3. copied again in a second, short pause (with `--nonblocking`: reported
+//!    as unreadable instead).
+//!
+//! So each goroutine's stack is exact for one moment of the dump, and the
+//! pause does not grow with the number of goroutines. Decoding and
+//! unwinding happen afterwards.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::process::memory::MemorySnapshot;
-use crate::process::ptrace;
+use crate::process::memory::{Memory, MemorySnapshot};
+use crate::process::ptrace::{self, Pause};
 use crate::runtime::{GStatus, Goroutine, Machine};
 use crate::target::Target;
-use crate::unwind::{StackBounds, ThreadRegisters};
+use crate::unwind::{StackBounds, ThreadRegisters, ThreadView};
 
 /// More goroutines than this in `allgs` means the slice header was misread.
 const MAX_GOROUTINES: u64 = 20_000_000;
@@ -27,67 +38,157 @@ const MAX_SYSTEM_STACK_COPY: u64 = 1 << 20;
 /// How to take a snapshot.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SnapshotOptions {
-    /// Read without stopping the target (`--nonblocking`): faster for the
-    /// target, but what is read may be torn; the unwinder validates it.
+    /// Read without stopping the target (`--nonblocking`): goroutines that
+    /// change while being read are reported as unstable.
     pub nonblocking: bool,
 }
 
-/// Everything read from the target at one moment.
+/// The thread a running goroutine was on when its stack was copied.
+#[derive(Debug, Clone)]
+pub struct ThreadContext {
+    pub regs: ThreadRegisters,
+    pub machine: Machine,
+    pub g0_stack: Option<StackBounds>,
+    pub gsignal_stack: Option<StackBounds>,
+}
+
+/// Everything read from the target.
 pub struct Snapshot {
     /// Every goroutine in `allgs` that is not dead.
     pub goroutines: Vec<Goroutine>,
     /// Every M in `allm`.
     pub machines: Vec<Machine>,
-    /// Registers of every stopped thread, by TID.
-    pub threads: HashMap<u64, ThreadRegisters>,
-    /// System (g0) and signal stacks of each M, by M address.
-    pub system_stacks: HashMap<u64, (Option<StackBounds>, Option<StackBounds>)>,
+    /// For goroutines running on a stopped thread, by `g` address.
+    pub contexts: HashMap<u64, ThreadContext>,
     /// The copied stack memory.
-    pub stacks: MemorySnapshot,
-    /// How long the target was stopped (`None` with `nonblocking`).
+    pub stacks: StackMemory,
+    /// How long the target was stopped in all (`None` with `nonblocking`).
     pub pause: Option<Duration>,
     /// CLOCK_MONOTONIC at the snapshot, comparable with `g.waitsince`.
     pub monotonic_ns: i64,
-    /// Goroutines (by `g` address) whose state changed while they were
-    /// being read without a pause; their stacks cannot be trusted.
+    /// Goroutines (by `g` address) that changed while being read without a
+    /// pause; their stacks cannot be trusted.
     pub unstable: HashSet<u64>,
 }
 
 impl Snapshot {
     /// Takes a snapshot of `target`.
     pub fn take(target: &Target, options: SnapshotOptions) -> Result<Snapshot> {
-        let pause = if options.nonblocking {
-            None
+        let mem = &target.memory;
+        let blocking = !options.nonblocking;
+
+        let mut stacks = MemorySnapshot::new();
+        let (mut state, mut paused_for) = if blocking {
+            let pause = ptrace::pause(target.pid())?;
+            let copied = copy_running(target, &pause, &mut stacks);
+            let paused_for = pause.resume();
+            (copied?, Some(paused_for))
         } else {
-            Some(ptrace::pause(target.pid())?)
+            (RuntimeState::default(), None)
         };
-        let started = Instant::now();
-        let result = copy_runtime_state(target, pause.as_ref());
-        let paused_for = pause.map(|p| p.resume());
-        let mut snapshot = result?;
-        snapshot.pause = paused_for.or(if options.nonblocking {
-            None
-        } else {
-            Some(started.elapsed())
-        });
-        Ok(snapshot)
+        state.monotonic_ns = monotonic_now_ns();
+
+        // The target runs again: every goroutine, and parked ones' stacks.
+        let captured: HashSet<u64> = state.goroutines.iter().map(|g| g.addr).collect();
+        let mut g_bytes = MemorySnapshot::new();
+        let others: Vec<Goroutine> = read_goroutines(target, &mut g_bytes)?
+            .into_iter()
+            .filter(|g| !captured.contains(&g.addr))
+            .collect();
+        drop(g_bytes);
+        let mut changed: HashSet<u64> = HashSet::new();
+        for g in &others {
+            if is_running(g) {
+                changed.insert(g.addr);
+            } else {
+                request_stack(&mut stacks, g, &[g.sched_sp, g.syscall_sp]);
+            }
+        }
+        stacks.fetch(mem)?;
+        changed.extend(changed_goroutines(target, &others)?);
+        state.goroutines.extend(others);
+
+        let mut recopied = MemorySnapshot::new();
+        let mut unstable = HashSet::new();
+        if !changed.is_empty() {
+            if blocking {
+                let pause = ptrace::pause(target.pid())?;
+                let result = recopy(target, &pause, &changed, &mut state, &mut recopied);
+                let second = pause.resume();
+                paused_for = paused_for.map(|first| first + second);
+                result?;
+            } else {
+                unstable = changed;
+            }
+        }
+
+        Ok(Snapshot {
+            goroutines: state.goroutines,
+            machines: state.machines,
+            contexts: state.contexts,
+            stacks: StackMemory {
+                first: stacks,
+                recopied,
+            },
+            pause: paused_for,
+            monotonic_ns: state.monotonic_ns,
+            unstable,
+        })
     }
 
     /// The M with address `addr`.
     pub fn machine(&self, addr: u64) -> Option<&Machine> {
         self.machines.iter().find(|m| m.addr == addr)
     }
+
+    /// The stopped thread `g` was running on, if it was running.
+    pub fn thread_view(&self, g: &Goroutine) -> Option<ThreadView<'_>> {
+        let c = self.contexts.get(&g.addr)?;
+        Some(ThreadView {
+            tid: c.machine.tid,
+            regs: c.regs,
+            machine: &c.machine,
+            g0_stack: c.g0_stack,
+            gsignal_stack: c.gsignal_stack,
+        })
+    }
 }
 
-fn copy_runtime_state(target: &Target, pause: Option<&ptrace::Pause>) -> Result<Snapshot> {
-    let layout = &target.binary.layout;
-    let mem = &target.memory;
-    let monotonic_ns = monotonic_now_ns();
+/// Stack memory copied in the first pass, overlaid by what was copied again
+/// for goroutines that changed meanwhile.
+pub struct StackMemory {
+    first: MemorySnapshot,
+    recopied: MemorySnapshot,
+}
 
-    // allgs: a []*g slice header, then the pointer array.
-    let allgs_addr = layout.globals.allgs + target.bias;
-    let mut header = [0u8; 24];
-    mem.read(allgs_addr, &mut header)?;
+impl Memory for StackMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        self.recopied.read(addr, buf) || self.first.read(addr, buf)
+    }
+}
+
+/// What the paused pass found.
+#[derive(Default)]
+struct RuntimeState {
+    goroutines: Vec<Goroutine>,
+    machines: Vec<Machine>,
+    contexts: HashMap<u64, ThreadContext>,
+    monotonic_ns: i64,
+}
+
+/// Goroutines whose stack changes while the target runs: their stacks are
+/// only copied while it is paused.
+fn is_running(g: &Goroutine) -> bool {
+    matches!(g.status, GStatus::Running | GStatus::Copystack)
+}
+
+/// Reads the `allgs` slice header: array address and length.
+fn read_allgs(target: &Target) -> Result<(u64, u64)> {
+    let mut header = [0u8; 16];
+    target.memory.read(
+        target.binary.layout.globals.allgs + target.bias,
+        &mut header,
+    )?;
     let array = u64::from_le_bytes(header[0..8].try_into().unwrap_or_default());
     let count = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
     if count > MAX_GOROUTINES || (count > 0 && array == 0) {
@@ -95,40 +196,121 @@ fn copy_runtime_state(target: &Target, pause: Option<&ptrace::Pause>) -> Result<
             "runtime.allgs looks corrupt (len {count}, ptr {array:#x}); is the Go version supported?"
         )));
     }
-    let mut pointers = vec![0u8; count as usize * 8];
-    mem.read(array, &mut pointers)?;
+    Ok((array, count))
+}
+
+/// Reads every live goroutine: the `allgs` array, then all gs in one batch.
+fn read_goroutines(target: &Target, g_bytes: &mut MemorySnapshot) -> Result<Vec<Goroutine>> {
+    let layout = &target.binary.layout;
+    let (array, count) = read_allgs(target)?;
+    let pointers = target.memory.read_vec(array, count as usize * 8)?;
     let g_addrs: Vec<u64> = pointers
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
         .filter(|&a| a != 0)
         .collect();
-    drop(pointers);
-
-    // Every g, in one batch.
     let g_len = layout.g_read_len() as usize;
-    let mut g_bytes = MemorySnapshot::new();
     for &addr in &g_addrs {
         g_bytes.request(addr, g_len);
     }
-    g_bytes.fetch(mem)?;
-    let goroutines: Vec<Goroutine> = g_addrs
+    g_bytes.fetch(&target.memory)?;
+    Ok(g_addrs
         .iter()
         .filter_map(|&addr| Goroutine::decode(addr, g_bytes.get(addr, g_len)?, layout))
         .filter(|g| !g.status.is_dead())
-        .collect();
-    drop(g_bytes);
+        .collect())
+}
 
-    // The list of Ms, then their g0 and gsignal goroutines.
+/// The paused pass: every M, the goroutines they run, their registers and
+/// stacks (and the system stacks the threads are on).
+fn copy_running(
+    target: &Target,
+    pause: &Pause,
+    stacks: &mut MemorySnapshot,
+) -> Result<RuntimeState> {
+    let layout = &target.binary.layout;
+    let g_len = layout.g_read_len() as usize;
     let machines = read_machines(target)?;
+    let mut g_bytes = MemorySnapshot::new();
+    for m in machines.iter().filter(|m| m.curg != 0) {
+        g_bytes.request(m.curg, g_len);
+    }
+    g_bytes.fetch(&target.memory)?;
+    let mut goroutines: Vec<Goroutine> = machines
+        .iter()
+        .filter_map(|m| Goroutine::decode(m.curg, g_bytes.get(m.curg, g_len)?, layout))
+        .filter(|g| !g.status.is_dead())
+        .collect();
+    goroutines.sort_by_key(|g| g.addr);
+    goroutines.dedup_by_key(|g| g.addr);
+    let contexts = thread_contexts(target, Some(pause), &machines, &goroutines)?;
+    for g in &goroutines {
+        copy_stack_candidates(stacks, g, contexts.get(&g.addr));
+    }
+    stacks.fetch(&target.memory)?;
+    Ok(RuntimeState {
+        goroutines,
+        machines,
+        contexts,
+        monotonic_ns: 0,
+    })
+}
+
+/// Queues the live part of `g`'s stack (and of the system stack its thread
+/// is on) for copying.
+fn copy_stack_candidates(
+    stacks: &mut MemorySnapshot,
+    g: &Goroutine,
+    context: Option<&ThreadContext>,
+) {
+    let mut candidates = vec![g.sched_sp, g.syscall_sp];
+    if let Some(c) = context {
+        candidates.push(c.machine.vdso_sp);
+        candidates.push(c.regs.sp);
+        if let Some(g0) = c.g0_stack.filter(|s| s.contains(c.regs.sp)) {
+            stacks.request(
+                c.regs.sp,
+                (g0.hi - c.regs.sp).min(MAX_SYSTEM_STACK_COPY) as usize,
+            );
+        }
+    }
+    request_stack(stacks, g, &candidates);
+}
+
+/// Queues `g`'s stack from the lowest of `sps` that lies on it to its top.
+fn request_stack(stacks: &mut MemorySnapshot, g: &Goroutine, sps: &[u64]) {
+    if let Some(sp) = sps.iter().copied().filter(|&sp| g.stack_contains(sp)).min() {
+        stacks.request(sp, (g.stack_hi - sp).min(MAX_STACK_COPY) as usize);
+    }
+}
+
+/// For each running goroutine on a stopped thread: registers, its M, and
+/// the bounds of the M's system and signal stacks.
+fn thread_contexts(
+    target: &Target,
+    pause: Option<&Pause>,
+    machines: &[Machine],
+    goroutines: &[Goroutine],
+) -> Result<HashMap<u64, ThreadContext>> {
+    let Some(pause) = pause else {
+        return Ok(HashMap::new());
+    };
+    let layout = &target.binary.layout;
+    let g_len = layout.g_read_len() as usize;
+    let running: Vec<(&Goroutine, &Machine)> = goroutines
+        .iter()
+        .filter(|g| g.status == GStatus::Running)
+        .filter_map(|g| Some((g, machines.iter().find(|m| m.addr == g.m)?)))
+        .collect();
     let mut system_g = MemorySnapshot::new();
-    for m in &machines {
+    for (_, m) in &running {
         for addr in [m.g0, m.gsignal] {
             if addr != 0 {
                 system_g.request(addr, g_len);
             }
         }
     }
-    system_g.fetch(mem)?;
+    system_g.fetch(&target.memory)?;
     let bounds_of = |addr: u64| {
         let g = Goroutine::decode(addr, system_g.get(addr, g_len)?, layout)?;
         (g.stack_lo < g.stack_hi).then_some(StackBounds {
@@ -136,81 +318,28 @@ fn copy_runtime_state(target: &Target, pause: Option<&ptrace::Pause>) -> Result<
             hi: g.stack_hi,
         })
     };
-    let system_stacks: HashMap<u64, (Option<StackBounds>, Option<StackBounds>)> = machines
-        .iter()
-        .map(|m| (m.addr, (bounds_of(m.g0), bounds_of(m.gsignal))))
-        .collect();
-
-    let threads: HashMap<u64, ThreadRegisters> = pause
-        .map(|p| {
-            p.threads()
-                .iter()
-                .filter_map(|t| {
-                    let regs = t.regs.as_ref()?;
-                    Some((
-                        t.tid as u64,
-                        ThreadRegisters {
-                            pc: regs.rip,
-                            sp: regs.rsp,
-                        },
-                    ))
-                })
-                .collect()
+    Ok(running
+        .into_iter()
+        .filter_map(|(g, m)| {
+            let regs = pause.registers(i32::try_from(m.tid).ok()?)?;
+            Some((
+                g.addr,
+                ThreadContext {
+                    regs: ThreadRegisters {
+                        pc: regs.rip,
+                        sp: regs.rsp,
+                    },
+                    machine: m.clone(),
+                    g0_stack: bounds_of(m.g0),
+                    gsignal_stack: bounds_of(m.gsignal),
+                },
+            ))
         })
-        .unwrap_or_default();
-
-    // The live part of every stack: from the lowest stack pointer we may
-    // start from up to the top of the stack.
-    let mut stacks = MemorySnapshot::new();
-    for g in &goroutines {
-        let mut candidates = vec![g.sched_sp, g.syscall_sp];
-        if g.status == GStatus::Running {
-            if let Some(m) = machines.iter().find(|m| m.addr == g.m) {
-                candidates.push(m.vdso_sp);
-                if let Some(regs) = threads.get(&m.tid) {
-                    candidates.push(regs.sp);
-                    if let Some((Some(g0), _)) = system_stacks.get(&m.addr) {
-                        if g0.contains(regs.sp) {
-                            let len = (g0.hi - regs.sp).min(MAX_SYSTEM_STACK_COPY);
-                            stacks.request(regs.sp, len as usize);
-                        }
-                    }
-                }
-            }
-        }
-        let lowest = candidates
-            .into_iter()
-            .filter(|&sp| g.stack_contains(sp))
-            .min();
-        if let Some(sp) = lowest {
-            let len = (g.stack_hi - sp).min(MAX_STACK_COPY);
-            stacks.request(sp, len as usize);
-        }
-    }
-    stacks.fetch(mem)?;
-
-    // Without a pause, a goroutine that ran meanwhile may have a torn
-    // stack copy: read the gs again and drop the ones that changed.
-    let unstable = if pause.is_none() {
-        changed_goroutines(target, &goroutines)?
-    } else {
-        HashSet::new()
-    };
-
-    Ok(Snapshot {
-        goroutines,
-        machines,
-        threads,
-        system_stacks,
-        stacks,
-        pause: None,
-        monotonic_ns,
-        unstable,
-    })
+        .collect())
 }
 
-/// The goroutines whose status or saved stack pointers differ from
-/// `before` when read again.
+/// The goroutines (by `g` address) whose status or saved stack pointers
+/// differ from `before` when read again.
 fn changed_goroutines(target: &Target, before: &[Goroutine]) -> Result<HashSet<u64>> {
     let layout = &target.binary.layout;
     let g_len = layout.g_read_len() as usize;
@@ -225,15 +354,72 @@ fn changed_goroutines(target: &Target, before: &[Goroutine]) -> Result<HashSet<u
             let now = again
                 .get(g.addr, g_len)
                 .and_then(|bytes| Goroutine::decode(g.addr, bytes, layout));
-            !now.is_some_and(|now| {
-                now.status == g.status
-                    && now.goid == g.goid
-                    && now.sched_sp == g.sched_sp
-                    && now.syscall_sp == g.syscall_sp
-            })
+            !now.is_some_and(|now| same_place(g, &now))
         })
         .map(|g| g.addr)
         .collect())
+}
+
+/// Whether a goroutine read twice is parked in the same place: then its
+/// stack copy taken in between is its stack.
+fn same_place(a: &Goroutine, b: &Goroutine) -> bool {
+    a.goid == b.goid
+        && a.status == b.status
+        && a.stack_lo == b.stack_lo
+        && a.sched_sp == b.sched_sp
+        && a.sched_pc == b.sched_pc
+        && a.syscall_sp == b.syscall_sp
+        && a.syscall_pc == b.syscall_pc
+}
+
+/// The second pause: re-reads the goroutines in `changed`, replaces them in
+/// `state`, and copies their stacks again into `recopied`.
+fn recopy(
+    target: &Target,
+    pause: &Pause,
+    changed: &HashSet<u64>,
+    state: &mut RuntimeState,
+    recopied: &mut MemorySnapshot,
+) -> Result<()> {
+    let layout = &target.binary.layout;
+    let g_len = layout.g_read_len() as usize;
+    let mut g_bytes = MemorySnapshot::new();
+    for &addr in changed {
+        g_bytes.request(addr, g_len);
+    }
+    g_bytes.fetch(&target.memory)?;
+    let fresh: Vec<Goroutine> = changed
+        .iter()
+        .filter_map(|&addr| Goroutine::decode(addr, g_bytes.get(addr, g_len)?, layout))
+        .collect();
+    let machines = read_machines(target)?;
+    let contexts = thread_contexts(target, Some(pause), &machines, &fresh)?;
+    for g in &fresh {
+        copy_stack_candidates(recopied, g, contexts.get(&g.addr));
+    }
+    recopied.fetch(&target.memory)?;
+
+    // Replace the stale entries; drop goroutines that exited meanwhile.
+    let by_addr: HashMap<u64, Goroutine> = fresh.into_iter().map(|g| (g.addr, g)).collect();
+    state.goroutines.retain_mut(|g| match by_addr.get(&g.addr) {
+        Some(now) if !now.status.is_dead() => {
+            *g = now.clone();
+            true
+        }
+        Some(_) => false,
+        None => !changed.contains(&g.addr),
+    });
+    for addr in changed {
+        state.contexts.remove(addr);
+    }
+    state.contexts.extend(contexts);
+    for m in machines {
+        match state.machines.iter_mut().find(|old| old.addr == m.addr) {
+            Some(old) => *old = m,
+            None => state.machines.push(m),
+        }
+    }
+    Ok(())
 }
 
 /// Walks `runtime.allm` (newest first, linked by `m.alllink`).

@@ -42,13 +42,18 @@ pub struct DumpArgs {
 }
 
 pub fn run(args: DumpArgs) -> Result<i32> {
+    let t0 = std::time::Instant::now();
+    let timing = std::env::var_os("GOSPY_TIMING").is_some();
+    let tm = |what: &str| if timing { eprintln!("TIMING {what} {:?}", t0.elapsed()) };
     let target = Target::attach(args.pid)?;
+    tm("attach");
     let snapshot = Snapshot::take(
         &target,
         SnapshotOptions {
             nonblocking: args.nonblocking,
         },
     )?;
+    tm("snapshot");
     let all = goroutines::reports(
         &target,
         &snapshot,
@@ -57,6 +62,7 @@ pub fn run(args: DumpArgs) -> Result<i32> {
             labels: true,
         },
     );
+    tm("reports");
     let total = all.len();
     let shown: Vec<GoroutineReport> = all.into_iter().filter(|g| keep(&args, g)).collect();
     let header = DumpHeader {
@@ -80,7 +86,9 @@ pub fn run(args: DumpArgs) -> Result<i32> {
             },
         )
     };
-    match written.and_then(|()| out.flush()) {
+    let written = written.and_then(|()| out.flush());
+    tm("output");
+    match written {
         Ok(()) => {}
         // `gospy dump | head` is fine.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}

@@ -394,6 +394,18 @@ impl MemorySnapshot {
         true
     }
 
+    /// Reserves and touches arena space for `bytes` more bytes, so that a
+    /// later [`fetch`](Self::fetch) of that much does not take page faults:
+    /// call it before pausing the target to keep the pause short.
+    pub fn prefault(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.limit as usize);
+        self.arena.reserve(bytes);
+        let spare = self.arena.spare_capacity_mut();
+        for page in spare.chunks_mut(PAGE_SIZE as usize) {
+            page[0].write(0);
+        }
+    }
+
     /// Number of ranges queued and not fetched yet.
     pub fn pending(&self) -> usize {
         self.pending.len()
