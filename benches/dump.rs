@@ -11,7 +11,6 @@
 //! wall <= 0.4 s and peak RSS <= 150 MB at 100k goroutines.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::process::{Command, Stdio};
