@@ -3,14 +3,15 @@
 //! `gospy dump` prints, and what the other subcommands aggregate.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::binary::Binary;
 use crate::process::memory::Memory;
 use crate::runtime::{self, GStatus, Goroutine};
 use crate::snapshot::Snapshot;
-use crate::stack::{self, Frame};
+use crate::stack::{self, Frame, Symbolizer};
 use crate::target::Target;
-use crate::unwind::{self, StackEnd, ThreadView, Unwinder};
+use crate::unwind::{self, PhysicalFrame, StackEnd, Unwinder};
 
 /// Everything gospy reports about one goroutine.
 #[derive(Debug, Clone)]
@@ -18,7 +19,7 @@ pub struct GoroutineReport {
     pub goid: u64,
     pub status: GStatus,
     /// The wait reason the runtime would print, when waiting.
-    pub wait_reason: Option<String>,
+    pub wait_reason: Option<&'static str>,
     /// Seconds since the goroutine blocked (at least), when the runtime
     /// recorded it (`g.waitsince`, set when a GC first sees it blocked).
     pub wait_seconds: Option<f64>,
@@ -30,8 +31,8 @@ pub struct GoroutineReport {
     /// pprof labels, sorted by key.
     pub labels: Vec<(String, String)>,
     pub created_by: Option<CreatedBy>,
-    /// Innermost first.
-    pub frames: Vec<Frame>,
+    /// Innermost first. Shared by goroutines with identical stacks.
+    pub frames: Arc<[Frame]>,
     /// The stack was cut at the depth limit.
     pub truncated: bool,
     /// Why the stack could not be read completely, if it could not.
@@ -41,8 +42,8 @@ pub struct GoroutineReport {
 /// The `go` statement that started a goroutine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedBy {
-    pub function: String,
-    pub file: String,
+    pub function: Arc<str>,
+    pub file: Arc<str>,
     pub line: u32,
     /// Go 1.21+.
     pub parent_goid: Option<u64>,
@@ -76,118 +77,160 @@ pub fn reports(
     options: ReportOptions,
 ) -> Vec<GoroutineReport> {
     let binary = &target.binary;
-    let unwinder = Unwinder {
-        pclntab: &binary.pclntab,
+    let mut builder = Builder {
+        binary,
         bias: target.bias,
-        max_depth: options.max_depth,
+        snapshot,
+        unwinder: Unwinder::new(&binary.pclntab, target.bias, options.max_depth),
+        symbolizer: Symbolizer::new(&binary.pclntab, &binary.go_version, target.bias),
+        physical: Vec::new(),
+        creators: HashMap::new(),
+        system: HashMap::new(),
     };
     let machines: HashMap<u64, &runtime::Machine> =
         snapshot.machines.iter().map(|m| (m.addr, m)).collect();
-    let mut out: Vec<GoroutineReport> = snapshot
-        .goroutines
-        .iter()
+    // Sorting references is cheaper than sorting the reports.
+    let mut goroutines: Vec<&Goroutine> = snapshot.goroutines.iter().collect();
+    goroutines.sort_by_key(|g| g.goid);
+    goroutines
+        .into_iter()
         .map(|g| {
-            let machine = (g.m != 0).then(|| machines.get(&g.m).copied()).flatten();
-            let thread = snapshot.thread_view(g);
-            let mut report =
-                report_one(binary, target.bias, snapshot, g, &unwinder, thread.as_ref());
-            if matches!(g.status, GStatus::Running | GStatus::Syscall) {
-                report.thread_id = machine.map(|m| m.tid).filter(|&t| t != 0);
+            let mut report = builder.report(g);
+            if matches!(g.status, GStatus::Running | GStatus::Syscall) && g.m != 0 {
+                report.thread_id = machines.get(&g.m).map(|m| m.tid).filter(|&t| t != 0);
             }
             if options.labels && g.labels != 0 {
                 report.labels = read_labels(&target.memory, binary, g.labels);
             }
             report
         })
-        .collect();
-    out.sort_by_key(|r| r.goid);
-    out
+        .collect()
 }
 
-fn report_one(
-    binary: &Binary,
+/// Builds reports for the goroutines of one snapshot. Goroutines of one
+/// program mostly start, park and get created in a few places, so what is
+/// worked out about a pc is kept for the next goroutine.
+struct Builder<'a> {
+    binary: &'a Binary,
     bias: u64,
-    snapshot: &Snapshot,
-    g: &Goroutine,
-    unwinder: &Unwinder,
-    thread: Option<&ThreadView>,
-) -> GoroutineReport {
-    let pclntab = &binary.pclntab;
-    let version = &binary.go_version;
-    let start_func = pclntab
-        .find_func(g.start_pc.wrapping_sub(bias))
-        .map(|f| pclntab.func_name(&f))
-        .unwrap_or("");
-    let wait_reason = matches!(g.status, GStatus::Waiting | GStatus::Leaked)
-        .then(|| runtime::wait_reason_name(version, g.wait_reason).map(str::to_string))
-        .flatten();
-    let wait_seconds = (matches!(g.status, GStatus::Waiting | GStatus::Syscall)
-        && g.wait_since != 0)
-        .then(|| (snapshot.monotonic_ns - g.wait_since).max(0) as f64 / 1e9);
-
-    let start = if snapshot.unstable.contains(&g.addr) {
-        Err(
-            "goroutine changed while being read without a pause (--nonblocking); try again"
-                .to_string(),
-        )
-    } else {
-        unwind::start_state(g, thread)
-    };
-    let (frames, truncated, error) = match start {
-        Ok(start) => {
-            let stack = unwinder.unwind(&start, &snapshot.stacks);
-            let frames = stack::symbolize(pclntab, version, &stack, bias);
-            match stack.end {
-                StackEnd::Complete => (frames, false, None),
-                StackEnd::Truncated => (frames, true, None),
-                StackEnd::Incomplete(why) => (frames, false, Some(why)),
-            }
-        }
-        Err(why) => (Vec::new(), false, Some(why)),
-    };
-
-    GoroutineReport {
-        goid: g.goid,
-        status: g.status,
-        wait_reason,
-        wait_seconds,
-        thread_id: None,
-        locked_to_thread: g.locked_to_thread,
-        system: runtime::is_system_goroutine(start_func),
-        labels: Vec::new(),
-        created_by: created_by(binary, bias, g),
-        frames,
-        truncated,
-        error,
-    }
+    snapshot: &'a Snapshot,
+    unwinder: Unwinder<'a>,
+    symbolizer: Symbolizer<'a>,
+    /// Reused for every goroutine's physical frames.
+    physical: Vec<PhysicalFrame>,
+    /// The creator by `g.gopc` (`parent_goid` left unset).
+    creators: HashMap<u64, Option<CreatedBy>>,
+    /// Whether a goroutine is the runtime's own, by `g.startpc`.
+    system: HashMap<u64, bool>,
 }
 
-/// The creator of `g`, as runtime/traceback.go `printcreatedby` finds it:
-/// the function containing `g.gopc` and the line of the `go` statement.
-fn created_by(binary: &Binary, bias: u64, g: &Goroutine) -> Option<CreatedBy> {
-    if g.goid == 1 || g.go_pc == 0 {
-        return None;
+impl<'a> Builder<'a> {
+    fn report(&mut self, g: &Goroutine) -> GoroutineReport {
+        let snapshot = self.snapshot;
+        let version = &self.binary.go_version;
+        let wait_reason = matches!(g.status, GStatus::Waiting | GStatus::Leaked)
+            .then(|| runtime::wait_reason_name(version, g.wait_reason))
+            .flatten();
+        let wait_seconds = (matches!(g.status, GStatus::Waiting | GStatus::Syscall)
+            && g.wait_since != 0)
+            .then(|| (snapshot.monotonic_ns - g.wait_since).max(0) as f64 / 1e9);
+
+        let start = if snapshot.unstable.contains(&g.addr) {
+            Err(
+                "goroutine changed while being read without a pause (--nonblocking); try again"
+                    .to_string(),
+            )
+        } else {
+            unwind::start_state(g, snapshot.thread_view(g).as_ref())
+        };
+        let (frames, truncated, error) = match start {
+            Ok(start) => {
+                let end = self
+                    .unwinder
+                    .unwind_into(&start, &snapshot.stacks, &mut self.physical);
+                let frames = self.symbolizer.symbolize(&self.physical);
+                match end {
+                    StackEnd::Complete => (frames, false, None),
+                    StackEnd::Truncated => (frames, true, None),
+                    StackEnd::Incomplete(why) => (frames, false, Some(why)),
+                }
+            }
+            Err(why) => (self.symbolizer.no_frames(), false, Some(why)),
+        };
+
+        GoroutineReport {
+            goid: g.goid,
+            status: g.status,
+            wait_reason,
+            wait_seconds,
+            thread_id: None,
+            locked_to_thread: g.locked_to_thread,
+            system: self.is_system(g.start_pc),
+            labels: Vec::new(),
+            created_by: self.created_by(g),
+            frames,
+            truncated,
+            error,
+        }
     }
-    let pclntab = &binary.pclntab;
-    let pc = g.go_pc.wrapping_sub(bias);
-    let func = pclntab.find_func(pc)?;
-    let trace_pc = if pc > func.entry { pc - 1 } else { pc };
-    let (file, line) = pclntab.file_line(&func, trace_pc)?;
-    let name = pclntab.func_name(&func);
-    Some(CreatedBy {
-        function: stack::name_for_print(name),
-        file: file.to_string(),
-        line,
-        parent_goid: g.parent_goid.filter(|&p| p != 0),
-        pc_offset: pc - func.entry,
-        hidden: !stack::runtime_shows(
-            &binary.go_version,
-            name,
-            pclntab.is_wrapper(&func),
-            false,
-            false,
-        ),
-    })
+
+    /// Whether the goroutine starting at `start_pc` is the runtime's own.
+    fn is_system(&mut self, start_pc: u64) -> bool {
+        let pclntab = &self.binary.pclntab;
+        let bias = self.bias;
+        *self.system.entry(start_pc).or_insert_with(|| {
+            let start_func = pclntab
+                .find_func(start_pc.wrapping_sub(bias))
+                .map(|f| pclntab.func_name(&f))
+                .unwrap_or("");
+            runtime::is_system_goroutine(start_func)
+        })
+    }
+
+    /// The creator of `g`, as runtime/traceback.go `printcreatedby` finds
+    /// it: the function containing `g.gopc` and the line of the `go`
+    /// statement.
+    fn created_by(&mut self, g: &Goroutine) -> Option<CreatedBy> {
+        if g.goid == 1 || g.go_pc == 0 {
+            return None;
+        }
+        let site = match self.creators.get(&g.go_pc) {
+            Some(site) => site.clone(),
+            None => {
+                let site = self.creation_site(g.go_pc);
+                self.creators.insert(g.go_pc, site.clone());
+                site
+            }
+        };
+        Some(CreatedBy {
+            parent_goid: g.parent_goid.filter(|&p| p != 0),
+            ..site?
+        })
+    }
+
+    /// The creator for a `go` statement at `go_pc`, without `parent_goid`.
+    fn creation_site(&mut self, go_pc: u64) -> Option<CreatedBy> {
+        let pclntab = &self.binary.pclntab;
+        let pc = go_pc.wrapping_sub(self.bias);
+        let func = pclntab.find_func(pc)?;
+        let trace_pc = if pc > func.entry { pc - 1 } else { pc };
+        let (file, line) = pclntab.file_line(&func, trace_pc)?;
+        let name = pclntab.func_name(&func);
+        Some(CreatedBy {
+            function: self.symbolizer.function_name(name),
+            file: self.symbolizer.file_name(file),
+            line,
+            parent_goid: None,
+            pc_offset: pc - func.entry,
+            hidden: !stack::runtime_shows(
+                &self.binary.go_version,
+                name,
+                pclntab.is_wrapper(&func),
+                false,
+                false,
+            ),
+        })
+    }
 }
 
 /// Longest label key or value gospy reads.

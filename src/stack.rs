@@ -3,15 +3,21 @@
 //! marked the way the runtime's default traceback hides them
 //! (runtime/traceback.go `showfuncinfo`, `elideWrapperCalling`).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::binary::{GoVersion, Pclntab, SourceFrame};
-use crate::unwind::Stack;
+use crate::unwind::PhysicalFrame;
 
 /// One source-level frame of a goroutine's stack.
+///
+/// Names are shared (`Arc<str>`): a dump of many goroutines repeats the
+/// same few functions and files, each stored once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// Function name as the runtime prints it (generic shapes as `[...]`).
-    pub function: String,
-    pub file: String,
+    pub function: Arc<str>,
+    pub file: Arc<str>,
     pub line: u32,
     /// An inlined call: no machine frame of its own.
     pub inlined: bool,
@@ -22,58 +28,172 @@ pub struct Frame {
     pub pc_offset: Option<u64>,
 }
 
-/// Expands `stack` into source frames, innermost first.
-pub fn symbolize(pclntab: &Pclntab, version: &GoVersion, stack: &Stack, bias: u64) -> Vec<Frame> {
-    let mut frames = Vec::with_capacity(stack.frames.len() + 4);
-    let mut source = Vec::new();
-    let mut shown_any = false;
-    let mut callee_is_panic = false;
-    for phys in &stack.frames {
-        source.clear();
-        pclntab.source_frames(&phys.func, phys.sym_pc, &mut source);
-        if source.is_empty() {
-            source.push(SourceFrame {
-                function: pclntab.func_name(&phys.func),
-                file: "?",
-                line: 0,
-                inlined: false,
-                is_wrapper: false,
-            });
-        }
-        // Before Go 1.16 the runtime judged an inlined frame by the name of
-        // the function it was inlined into (runtime/traceback.go 1.15
-        // gentraceback passes the physical funcInfo to showframe).
-        let physical_name = source.last().map(|sf| sf.function).unwrap_or("");
-        for sf in &source {
-            let judged_name = if version.at_least(1, 16) {
-                sf.function
-            } else {
-                physical_name
-            };
-            let hidden = !runtime_shows(
-                version,
-                judged_name,
-                sf.is_wrapper,
-                !shown_any,
-                callee_is_panic,
-            );
-            shown_any |= !hidden;
-            callee_is_panic = matches!(
-                sf.function,
-                "runtime.gopanic" | "runtime.sigpanic" | "runtime.panicwrap"
-            );
-            frames.push(Frame {
-                function: name_for_print(sf.function),
-                file: sf.file.to_string(),
-                line: sf.line,
-                inlined: sf.inlined,
-                hidden,
-                pc_offset: (!sf.inlined)
-                    .then(|| phys.pc.wrapping_sub(bias).wrapping_sub(phys.func.entry)),
-            });
+/// Turns physical frames into source frames for one target, remembering
+/// what it worked out: goroutines parked in the same place (a worker pool,
+/// connections waiting in netpoll) share one symbolized stack, and every
+/// function and file name is allocated once.
+pub struct Symbolizer<'a> {
+    pclntab: &'a Pclntab,
+    version: &'a GoVersion,
+    bias: u64,
+    /// Symbolized stacks by their physical frames' `(pc, sym_pc)`.
+    stacks: HashMap<Box<[(u64, u64)]>, Arc<[Frame]>>,
+    /// Inline expansion of each physical frame, by `sym_pc`.
+    expansions: HashMap<u64, Box<[Expanded<'a>]>>,
+    /// Printed function names, by pclntab name.
+    functions: HashMap<&'a str, Arc<str>>,
+    files: HashMap<&'a str, Arc<str>>,
+    empty: Arc<[Frame]>,
+    key: Vec<(u64, u64)>,
+    source: Vec<SourceFrame<'a>>,
+}
+
+/// One source frame of a physical frame, before the context-dependent
+/// `hidden` judgement.
+struct Expanded<'a> {
+    /// As in the pclntab (what [`runtime_shows`] judges).
+    raw_name: &'a str,
+    function: Arc<str>,
+    file: Arc<str>,
+    line: u32,
+    inlined: bool,
+    is_wrapper: bool,
+}
+
+impl<'a> Symbolizer<'a> {
+    pub fn new(pclntab: &'a Pclntab, version: &'a GoVersion, bias: u64) -> Symbolizer<'a> {
+        Symbolizer {
+            pclntab,
+            version,
+            bias,
+            stacks: HashMap::new(),
+            expansions: HashMap::new(),
+            functions: HashMap::new(),
+            files: HashMap::new(),
+            empty: Arc::new([]),
+            key: Vec::new(),
+            source: Vec::new(),
         }
     }
-    frames
+
+    /// A stack without frames (shared, so it allocates nothing).
+    pub fn no_frames(&self) -> Arc<[Frame]> {
+        self.empty.clone()
+    }
+
+    /// `name` as the runtime prints it ([`name_for_print`]), shared.
+    pub fn function_name(&mut self, name: &'a str) -> Arc<str> {
+        self.functions
+            .entry(name)
+            .or_insert_with(|| name_for_print(name).into())
+            .clone()
+    }
+
+    /// The file name `file`, shared.
+    pub fn file_name(&mut self, file: &'a str) -> Arc<str> {
+        self.files
+            .entry(file)
+            .or_insert_with(|| file.into())
+            .clone()
+    }
+
+    /// Expands `physical` (innermost first) into source frames, innermost
+    /// first.
+    pub fn symbolize(&mut self, physical: &[PhysicalFrame]) -> Arc<[Frame]> {
+        if physical.is_empty() {
+            return self.no_frames();
+        }
+        // The frames depend only on each physical frame's pc (its function
+        // and `+0x..`) and sym_pc (its lines and inlining).
+        self.key.clear();
+        self.key.extend(physical.iter().map(|p| (p.pc, p.sym_pc)));
+        if let Some(frames) = self.stacks.get(self.key.as_slice()) {
+            return frames.clone();
+        }
+        let frames: Arc<[Frame]> = self.expand_stack(physical).into();
+        self.stacks
+            .insert(self.key.as_slice().into(), frames.clone());
+        frames
+    }
+
+    fn expand_stack(&mut self, physical: &[PhysicalFrame]) -> Vec<Frame> {
+        let version = self.version;
+        let mut frames = Vec::with_capacity(physical.len() + 4);
+        let mut shown_any = false;
+        let mut callee_is_panic = false;
+        for phys in physical {
+            let pc_offset = phys
+                .pc
+                .wrapping_sub(self.bias)
+                .wrapping_sub(phys.func.entry);
+            let source = self.expand(phys);
+            // Before Go 1.16 the runtime judged an inlined frame by the name of
+            // the function it was inlined into (runtime/traceback.go 1.15
+            // gentraceback passes the physical funcInfo to showframe).
+            let physical_name = source.last().map(|sf| sf.raw_name).unwrap_or("");
+            for sf in source {
+                let judged_name = if version.at_least(1, 16) {
+                    sf.raw_name
+                } else {
+                    physical_name
+                };
+                let hidden = !runtime_shows(
+                    version,
+                    judged_name,
+                    sf.is_wrapper,
+                    !shown_any,
+                    callee_is_panic,
+                );
+                shown_any |= !hidden;
+                callee_is_panic = matches!(
+                    sf.raw_name,
+                    "runtime.gopanic" | "runtime.sigpanic" | "runtime.panicwrap"
+                );
+                frames.push(Frame {
+                    function: sf.function.clone(),
+                    file: sf.file.clone(),
+                    line: sf.line,
+                    inlined: sf.inlined,
+                    hidden,
+                    pc_offset: (!sf.inlined).then_some(pc_offset),
+                });
+            }
+        }
+        frames
+    }
+
+    /// The source frames of one physical frame, innermost first.
+    fn expand(&mut self, phys: &PhysicalFrame) -> &[Expanded<'a>] {
+        if !self.expansions.contains_key(&phys.sym_pc) {
+            let pclntab = self.pclntab;
+            let mut source = std::mem::take(&mut self.source);
+            source.clear();
+            pclntab.source_frames(&phys.func, phys.sym_pc, &mut source);
+            if source.is_empty() {
+                source.push(SourceFrame {
+                    function: pclntab.func_name(&phys.func),
+                    file: "?",
+                    line: 0,
+                    inlined: false,
+                    is_wrapper: false,
+                });
+            }
+            let expanded = source
+                .iter()
+                .map(|sf| Expanded {
+                    raw_name: sf.function,
+                    function: self.function_name(sf.function),
+                    file: self.file_name(sf.file),
+                    line: sf.line,
+                    inlined: sf.inlined,
+                    is_wrapper: sf.is_wrapper,
+                })
+                .collect();
+            self.source = source;
+            self.expansions.insert(phys.sym_pc, expanded);
+        }
+        &self.expansions[&phys.sym_pc]
+    }
 }
 
 /// A function name as the runtime prints it: the type arguments of a

@@ -6,6 +6,9 @@
 //! Frame pointers are not used: they drop the caller of a function stopped
 //! in its prologue or in a frameless leaf.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use crate::binary::pclntab::{FUNC_FLAG_SPWRITE, FUNC_FLAG_TOPFRAME};
 use crate::binary::{Func, Pclntab};
 use crate::process::memory::Memory;
@@ -109,6 +112,20 @@ pub struct Unwinder<'a> {
     /// Load bias: target address = link-time address + bias.
     pub bias: u64,
     pub max_depth: usize,
+    /// What the pclntab says about each link-time pc seen so far. Parked
+    /// goroutines stop at a handful of distinct pcs, so with many of them
+    /// nearly every frame is a hit and no pcsp table is decoded twice.
+    facts: RefCell<HashMap<u64, Option<PcFacts<'a>>>>,
+}
+
+/// The pclntab facts the walk needs about one pc (`None` in the cache: the
+/// pc is outside Go code).
+#[derive(Clone, Copy)]
+struct PcFacts<'a> {
+    func: Func,
+    name: &'a str,
+    flag: u8,
+    sp_delta: Option<i64>,
 }
 
 /// Decides where to start unwinding goroutine `g`, as the runtime does for
@@ -178,12 +195,46 @@ pub fn start_state(g: &Goroutine, thread: Option<&ThreadView>) -> Result<StartSt
     }
 }
 
-impl Unwinder<'_> {
+impl<'a> Unwinder<'a> {
+    pub fn new(pclntab: &'a Pclntab, bias: u64, max_depth: usize) -> Unwinder<'a> {
+        Unwinder {
+            pclntab,
+            bias,
+            max_depth,
+            facts: RefCell::default(),
+        }
+    }
+
     /// Walks the stack from `start`, reading stack memory from `mem`.
     pub fn unwind(&self, start: &StartState, mem: &dyn Memory) -> Stack {
         let mut frames = Vec::new();
-        let end = self.walk(start, mem, &mut frames);
+        let end = self.unwind_into(start, mem, &mut frames);
         Stack { frames, end }
+    }
+
+    /// Like [`Unwinder::unwind`], into `frames` (cleared first), so one
+    /// buffer serves every goroutine.
+    pub fn unwind_into(
+        &self,
+        start: &StartState,
+        mem: &dyn Memory,
+        frames: &mut Vec<PhysicalFrame>,
+    ) -> StackEnd {
+        frames.clear();
+        self.walk(start, mem, frames)
+    }
+
+    /// The facts about link-time `pc`, from the cache or the pclntab.
+    fn facts(&self, pc: u64) -> Option<PcFacts<'a>> {
+        *self.facts.borrow_mut().entry(pc).or_insert_with(|| {
+            let func = self.pclntab.find_func(pc)?;
+            Some(PcFacts {
+                func,
+                name: self.pclntab.func_name(&func),
+                flag: self.pclntab.flag(&func),
+                sp_delta: self.pclntab.sp_delta(&func, pc),
+            })
+        })
     }
 
     fn walk(
@@ -202,7 +253,13 @@ impl Unwinder<'_> {
                 return StackEnd::Truncated;
             }
             let link_pc = pc.wrapping_sub(self.bias);
-            let Some(func) = self.pclntab.find_func(link_pc) else {
+            let Some(PcFacts {
+                func,
+                name,
+                flag,
+                sp_delta,
+            }) = self.facts(link_pc)
+            else {
                 return StackEnd::Incomplete(format!("pc {pc:#x} is outside Go code"));
             };
             let sym_pc = if trap || link_pc == func.entry {
@@ -211,8 +268,6 @@ impl Unwinder<'_> {
                 link_pc - 1
             };
             frames.push(PhysicalFrame { pc, func, sym_pc });
-            let name = self.pclntab.func_name(&func);
-            let flag = self.pclntab.flag(&func);
 
             if flag & FUNC_FLAG_TOPFRAME != 0
                 || matches!(name, "runtime.goexit" | "runtime.mstart" | "runtime.rt0_go")
@@ -255,7 +310,7 @@ impl Unwinder<'_> {
                 return StackEnd::Incomplete(format!("{name} switches stacks"));
             }
 
-            let Some(sp_delta) = self.pclntab.sp_delta(&func, link_pc) else {
+            let Some(sp_delta) = sp_delta else {
                 return StackEnd::Incomplete(format!("no frame size for {name} at {pc:#x}"));
             };
             if sp_delta < 0 {

@@ -230,6 +230,55 @@ fn text_output_reads_like_the_runtime_traceback() {
     });
 }
 
+/// Goroutines running on a CPU are unwound from their thread's registers,
+/// through the system stack (g0 -> user stack at systemstack/morestack) and
+/// the VDSO, to the same outermost frame every time.
+#[test]
+fn running_goroutines_unwind_through_system_stack_and_vdso() {
+    let mut failures = Vec::new();
+    for tc in toolchains() {
+        let bin = build_fixture("parked", &tc, BuildMode::Default);
+        let target = Target::start(&bin, &["-busy", "-burners", "0"]);
+        let mut complete = [0usize; 2];
+        for _ in 0..15 {
+            let dump = gospy_dump_json(target.pid());
+            for g in gospy_goroutines(&dump) {
+                let frames = gospy_visible_frames(g);
+                let Some(which) = ["main.burnRuntime", "main.burnClock"]
+                    .iter()
+                    .position(|f| frames.iter().any(|fr| fr.function == *f))
+                else {
+                    continue;
+                };
+                match g["error"].as_str() {
+                    None => {
+                        let last = frames.last().map(|f| f.function.as_str());
+                        if last != Some(["main.burnRuntime", "main.burnClock"][which]) {
+                            failures.push(format!(
+                                "Go {}: stack does not end at its goroutine's function: {g}",
+                                tc.version
+                            ));
+                        }
+                        complete[which] += 1;
+                    }
+                    // A thread caught inside a signal handler (preemption
+                    // signals fly during stop-the-world) has no usable stack.
+                    Some(e) if e.contains("signal handler") => {}
+                    Some(e) => failures.push(format!("Go {}: {e}: {g}", tc.version)),
+                }
+            }
+        }
+        if complete.contains(&0) {
+            failures.push(format!(
+                "Go {}: complete stacks of burnRuntime/burnClock: {complete:?}",
+                tc.version
+            ));
+        }
+        assert!(target.is_running_not_stopped());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 fn newest() -> Toolchain {
     toolchains().pop().expect("no toolchains")
 }
@@ -477,30 +526,42 @@ fn permission_denied_explains_what_to_do() {
     assert!(target.is_running_not_stopped());
 }
 
-/// Killing gospy with SIGKILL at any moment of a dump (including while the
-/// target is paused) leaves the target running.
+/// Killing gospy with SIGKILL, or interrupting it with Ctrl-C (SIGINT), at
+/// any moment of a dump (including while the target is paused) leaves the
+/// target running.
 #[test]
-fn target_survives_gospy_killed_mid_dump() {
+fn target_survives_gospy_killed_or_interrupted_mid_dump() {
     let tc = newest();
     let bin = build_fixture("parked", &tc, BuildMode::Default);
     // Enough goroutines that a dump takes a while.
-    let mut target = Target::start(&bin, &["-goroutines", "50000"]);
+    let mut target = Target::start(&bin, &["-goroutines", "20000"]);
     let pid = target.pid().to_string();
-    for delay_ms in [0u64, 1, 2, 3, 5, 8, 12, 20, 30, 50] {
-        let mut gospy = Command::new(gospy_bin())
-            .args(["dump", "--pid", &pid])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = gospy.kill();
-        gospy.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(
-            target.is_running_not_stopped(),
-            "target stopped after gospy was killed at {delay_ms} ms"
-        );
+    for signal in [libc::SIGKILL, libc::SIGINT] {
+        for delay_ms in [0u64, 1, 2, 3, 5, 8, 12, 20, 30, 50] {
+            let mut gospy = Command::new(gospy_bin())
+                .args(["dump", "--pid", &pid])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(gospy.id() as i32, signal) };
+            let status = gospy.wait().unwrap();
+            if signal == libc::SIGINT {
+                // Interrupted: exits 130, or 0 if the dump had finished;
+                // never a panic.
+                assert!(
+                    matches!(status.code(), Some(0 | 130)) || status.code().is_none(),
+                    "gospy exited with {status} after SIGINT"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                target.is_running_not_stopped(),
+                "target stopped after gospy got signal {signal} at {delay_ms} ms"
+            );
+        }
     }
     // And it still works: it answers its own stack dump request.
     assert!(!target.ground_truth().is_empty());

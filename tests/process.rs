@@ -884,24 +884,3 @@ fn build_c(name: &str, source: &str, flags: &[&str]) -> Option<PathBuf> {
     }
     Some(exe)
 }
-
-/// `cargo test --release --test process -- --ignored pause_latency --nocapture`
-#[test]
-#[ignore]
-fn pause_latency() {
-    let mut t = python(THREADS_PY, &[]);
-    t.wait_line("ready");
-    let (mut stop, mut total) = (Vec::new(), Vec::new());
-    for _ in 0..200 {
-        let p = pause(t.pid()).unwrap();
-        stop.push(p.stop_latency());
-        total.push(p.resume());
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    stop.sort();
-    total.sort();
-    eprintln!(
-        "5 threads: stop latency median {:?} p99 {:?}; paused for median {:?} p99 {:?}",
-        stop[100], stop[198], total[100], total[198]
-    );
-}

@@ -44,7 +44,20 @@ pub struct DumpArgs {
 pub fn run(args: DumpArgs) -> Result<i32> {
     let t0 = std::time::Instant::now();
     let timing = std::env::var_os("GOSPY_TIMING").is_some();
-    let tm = |what: &str| if timing { eprintln!("TIMING {what} {:?}", t0.elapsed()) };
+    let tm = |what: &str| {
+        if timing {
+            eprintln!(
+                "TIMING {what} {:?} {}",
+                t0.elapsed(),
+                std::fs::read_to_string("/proc/self/status")
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+    };
     let target = Target::attach(args.pid)?;
     tm("attach");
     let snapshot = Snapshot::take(
@@ -103,7 +116,7 @@ fn keep(args: &DumpArgs, g: &GoroutineReport) -> bool {
     }
     if !args.status.is_empty() {
         let status = g.status.name();
-        let reason = g.wait_reason.as_deref().unwrap_or("");
+        let reason = g.wait_reason.unwrap_or("");
         if !args.status.iter().any(|s| {
             s.eq_ignore_ascii_case(status) || (!reason.is_empty() && s.eq_ignore_ascii_case(reason))
         }) {

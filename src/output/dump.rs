@@ -60,11 +60,7 @@ fn write_goroutine(
     // The runtime's header (runtime/traceback.go goroutineheader), then what
     // it lacks: exact wait time, thread and labels.
     write!(out, "goroutine {} [", g.goid)?;
-    write!(
-        out,
-        "{}",
-        g.wait_reason.as_deref().unwrap_or(g.status.name())
-    )?;
+    write!(out, "{}", g.wait_reason.unwrap_or(g.status.name()))?;
     if let Some(secs) = g.wait_seconds {
         let minutes = (secs / 60.0).floor();
         if minutes >= 1.0 {
@@ -89,12 +85,12 @@ fn write_goroutine(
     writeln!(out, "]:")?;
 
     let mut printed = 0;
-    for frame in &g.frames {
+    for frame in g.frames.iter() {
         if frame.hidden && !options.runtime_frames {
             continue;
         }
         printed += 1;
-        let name = if frame.function == "runtime.gopanic" && !options.runtime_frames {
+        let name: &str = if &*frame.function == "runtime.gopanic" && !options.runtime_frames {
             "panic"
         } else {
             &frame.function
@@ -221,7 +217,7 @@ pub fn write_json(
             .map(|g| JsonGoroutine {
                 goid: g.goid,
                 status: g.status.name(),
-                wait_reason: g.wait_reason.as_deref(),
+                wait_reason: g.wait_reason,
                 wait_seconds: g.wait_seconds,
                 thread_id: g.thread_id,
                 locked_to_thread: g.locked_to_thread,

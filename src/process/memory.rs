@@ -1035,37 +1035,4 @@ mod tests {
         s.clear();
         assert!(s.get(b, 1).is_none());
     }
-
-    /// `cargo test --release --lib -- --ignored snapshot_speed --nocapture`
-    #[test]
-    #[ignore]
-    fn snapshot_speed() {
-        const N: usize = 200_000;
-        let data: Vec<u8> = vec![7u8; N * 512];
-        let b = data.as_ptr() as u64;
-        for gap in [0u64, 256, DEFAULT_MERGE_GAP] {
-            let mut s = MemorySnapshot::new();
-            s.set_merge_gap(gap);
-            let t0 = Instant::now();
-            for i in 0..N as u64 {
-                // Pseudo-random order, 300 bytes every 512.
-                let k = (i * 7919) % N as u64;
-                s.request(b + k * 512, 300);
-            }
-            let queued = t0.elapsed();
-            let st = s.fetch(&me()).unwrap();
-            eprintln!(
-                "gap {gap}: queue {queued:?}, fetch {:?}: {st:?}",
-                st.elapsed
-            );
-            assert!(s.get(b + 512 * 1000, 300).is_some());
-            // Again, reusing the allocations (no page faults in the arena).
-            s.clear();
-            for i in 0..N as u64 {
-                s.request(b + ((i * 7919) % N as u64) * 512, 300);
-            }
-            let st = s.fetch(&me()).unwrap();
-            eprintln!("gap {gap}, reused: fetch {:?}", st.elapsed);
-        }
-    }
 }
