@@ -12,6 +12,7 @@
 //! * inline expansion (`source_frames`) reproduces what the program's own
 //!   `runtime.CallersFrames` printed when it ran;
 //! * the table is also found by scanning when its section is hidden.
+mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -137,7 +138,7 @@ fn go_cmd(tc: &Toolchain) -> Command {
     c.env("GOFLAGS", "-mod=mod")
         .env("GO111MODULE", "off")
         .env("GOTOOLCHAIN", "local")
-        .env("GOCACHE", shared_gocache())
+        .env("GOCACHE", common::gocache_dir())
         .env("GOPATH", base.join("gopath"))
         .env("CGO_ENABLED", "0")
         .env_remove("GOROOT")
@@ -872,16 +873,4 @@ fn check_scan(img: &Arc<ElfImage>, v: &GoVersion, tab: &Pclntab, tag: &str, r: &
         t.len() == tab.len() && t.text_end() == tab.text_end(),
         || format!("{tag}: scan table differs"),
     );
-}
-
-/// The Go build cache shared by every test (the harness's `target/gocache`):
-/// each toolchain compiles the standard library once per test run.
-fn shared_gocache() -> PathBuf {
-    match std::env::var_os("GOSPY_GOCACHE") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .expect("CARGO_TARGET_TMPDIR has a parent")
-            .join("gocache"),
-    }
 }

@@ -2,6 +2,7 @@
 //! program (default and PIE), reads its layout from DWARF and compares it with
 //! the reference dumps in `shared/docs/go-runtime/layouts/go1.NN.txt` and with
 //! `go tool nm`.
+mod common;
 
 use std::collections::HashMap;
 use std::fs;
@@ -91,7 +92,7 @@ fn build(version: &str, go: &Path, out: &str, extra: &[&str]) -> Result<PathBuf,
         .args(extra)
         .arg("main.go")
         .current_dir(&dir)
-        .env("GOCACHE", shared_gocache())
+        .env("GOCACHE", common::gocache_dir())
         .env("GOPATH", tmp_root().join("gopath"))
         .env("GO111MODULE", "off")
         .env("GOTOOLCHAIN", "local")
@@ -222,7 +223,7 @@ fn nm(go: &Path, bin: &Path) -> Result<HashMap<String, u64>, String> {
     let output = Command::new(go)
         .args(["tool", "nm"])
         .arg(bin)
-        .env("GOCACHE", shared_gocache())
+        .env("GOCACHE", common::gocache_dir())
         .env("GOTOOLCHAIN", "local")
         .output()
         .map_err(|e| format!("go tool nm: {e}"))?;
@@ -428,17 +429,5 @@ fn corrupt_dwarf_never_panics() {
         }
         let _ = dwarf::read_layout_from_bytes(&data);
         let _ = dwarf::struct_layout_from_bytes(&data, "runtime.g");
-    }
-}
-
-/// The Go build cache shared by every test (the harness's `target/gocache`):
-/// each toolchain compiles the standard library once per test run.
-fn shared_gocache() -> PathBuf {
-    match std::env::var_os("GOSPY_GOCACHE") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .expect("CARGO_TARGET_TMPDIR has a parent")
-            .join("gocache"),
     }
 }
