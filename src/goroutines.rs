@@ -2,7 +2,6 @@
 //! time, thread, labels, creator and symbolized frames. This is what
 //! `gospy dump` prints, and what the other subcommands aggregate.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::binary::Binary;
@@ -11,7 +10,7 @@ use crate::runtime::{self, GStatus, Goroutine};
 use crate::snapshot::Snapshot;
 use crate::stack::{self, Frame, Symbolizer};
 use crate::target::Target;
-use crate::unwind::{self, PhysicalFrame, StackEnd, Unwinder};
+use crate::unwind::{self, PcMap, PhysicalFrame, StackEnd, Unwinder};
 
 /// Everything gospy reports about one goroutine.
 #[derive(Debug, Clone)]
@@ -84,10 +83,10 @@ pub fn reports(
         unwinder: Unwinder::new(&binary.pclntab, target.bias, options.max_depth),
         symbolizer: Symbolizer::new(&binary.pclntab, &binary.go_version, target.bias),
         physical: Vec::new(),
-        creators: HashMap::new(),
-        system: HashMap::new(),
+        creators: PcMap::default(),
+        system: PcMap::default(),
     };
-    let machines: HashMap<u64, &runtime::Machine> =
+    let machines: PcMap<u64, &runtime::Machine> =
         snapshot.machines.iter().map(|m| (m.addr, m)).collect();
     // Sorting references is cheaper than sorting the reports.
     let mut goroutines: Vec<&Goroutine> = snapshot.goroutines.iter().collect();
@@ -119,9 +118,9 @@ struct Builder<'a> {
     /// Reused for every goroutine's physical frames.
     physical: Vec<PhysicalFrame>,
     /// The creator by `g.gopc` (`parent_goid` left unset).
-    creators: HashMap<u64, Option<CreatedBy>>,
+    creators: PcMap<u64, Option<CreatedBy>>,
     /// Whether a goroutine is the runtime's own, by `g.startpc`.
-    system: HashMap<u64, bool>,
+    system: PcMap<u64, bool>,
 }
 
 impl<'a> Builder<'a> {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::binary::{GoVersion, Pclntab, SourceFrame};
-use crate::unwind::PhysicalFrame;
+use crate::unwind::{PcMap, PhysicalFrame};
 
 /// One source-level frame of a goroutine's stack.
 ///
@@ -36,17 +36,21 @@ pub struct Symbolizer<'a> {
     pclntab: &'a Pclntab,
     version: &'a GoVersion,
     bias: u64,
-    /// Symbolized stacks by their physical frames' `(pc, sym_pc)`.
-    stacks: HashMap<Box<[(u64, u64)]>, Arc<[Frame]>>,
+    /// Symbolized stacks by their physical frames.
+    stacks: PcMap<StackKey, Arc<[Frame]>>,
     /// Inline expansion of each physical frame, by `sym_pc`.
-    expansions: HashMap<u64, Box<[Expanded<'a>]>>,
+    expansions: PcMap<u64, Box<[Expanded<'a>]>>,
     /// Printed function names, by pclntab name.
     functions: HashMap<&'a str, Arc<str>>,
     files: HashMap<&'a str, Arc<str>>,
     empty: Arc<[Frame]>,
+    /// Reused to build the key of each stack looked up.
     key: Vec<(u64, u64)>,
-    source: Vec<SourceFrame<'a>>,
 }
+
+/// A stack's physical frames as `(pc, sym_pc)`, innermost first: all that
+/// its source frames depend on.
+type StackKey = Box<[(u64, u64)]>;
 
 /// One source frame of a physical frame, before the context-dependent
 /// `hidden` judgement.
@@ -66,13 +70,12 @@ impl<'a> Symbolizer<'a> {
             pclntab,
             version,
             bias,
-            stacks: HashMap::new(),
-            expansions: HashMap::new(),
+            stacks: PcMap::default(),
+            expansions: PcMap::default(),
             functions: HashMap::new(),
             files: HashMap::new(),
             empty: Arc::new([]),
             key: Vec::new(),
-            source: Vec::new(),
         }
     }
 
@@ -166,8 +169,7 @@ impl<'a> Symbolizer<'a> {
     fn expand(&mut self, phys: &PhysicalFrame) -> &[Expanded<'a>] {
         if !self.expansions.contains_key(&phys.sym_pc) {
             let pclntab = self.pclntab;
-            let mut source = std::mem::take(&mut self.source);
-            source.clear();
+            let mut source = Vec::new();
             pclntab.source_frames(&phys.func, phys.sym_pc, &mut source);
             if source.is_empty() {
                 source.push(SourceFrame {
@@ -189,7 +191,6 @@ impl<'a> Symbolizer<'a> {
                     is_wrapper: sf.is_wrapper,
                 })
                 .collect();
-            self.source = source;
             self.expansions.insert(phys.sym_pc, expanded);
         }
         &self.expansions[&phys.sym_pc]

@@ -8,11 +8,49 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::binary::pclntab::{FUNC_FLAG_SPWRITE, FUNC_FLAG_TOPFRAME};
 use crate::binary::{Func, Pclntab};
 use crate::process::memory::Memory;
 use crate::runtime::{GStatus, Goroutine, Machine};
+
+/// A map keyed by pcs (or other words read from the target), for the
+/// per-pc caches of unwinding and symbolization: they are looked up once or
+/// more per frame of every goroutine, where SipHash would be a good part of
+/// the cost.
+pub type PcMap<K, V> = HashMap<K, V, BuildHasherDefault<PcHasher>>;
+
+/// The multiply-rotate hash of rustc's `FxHasher`: fast for integer keys,
+/// not resistant to crafted collisions (a hostile target can at worst make
+/// gospy slower).
+#[derive(Default, Clone, Copy)]
+pub struct PcHasher(u64);
+
+impl Hasher for PcHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The multiplication mixes upwards: an aligned address keeps its
+        // zero low bits, which are the ones the map picks buckets with. The
+        // rotation brings well-mixed bits down (as rustc-hash 2 does).
+        self.0.rotate_left(26)
+    }
+}
 
 /// Default cap on physical frames per goroutine.
 pub const DEFAULT_MAX_DEPTH: usize = 1024;
@@ -115,7 +153,7 @@ pub struct Unwinder<'a> {
     /// What the pclntab says about each link-time pc seen so far. Parked
     /// goroutines stop at a handful of distinct pcs, so with many of them
     /// nearly every frame is a hit and no pcsp table is decoded twice.
-    facts: RefCell<HashMap<u64, Option<PcFacts<'a>>>>,
+    facts: RefCell<PcMap<u64, Option<PcFacts<'a>>>>,
 }
 
 /// The pclntab facts the walk needs about one pc (`None` in the cache: the

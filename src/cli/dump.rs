@@ -42,31 +42,13 @@ pub struct DumpArgs {
 }
 
 pub fn run(args: DumpArgs) -> Result<i32> {
-    let t0 = std::time::Instant::now();
-    let timing = std::env::var_os("GOSPY_TIMING").is_some();
-    let tm = |what: &str| {
-        if timing {
-            eprintln!(
-                "TIMING {what} {:?} {}",
-                t0.elapsed(),
-                std::fs::read_to_string("/proc/self/status")
-                    .unwrap()
-                    .lines()
-                    .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-        }
-    };
     let target = Target::attach(args.pid)?;
-    tm("attach");
     let snapshot = Snapshot::take(
         &target,
         SnapshotOptions {
             nonblocking: args.nonblocking,
         },
     )?;
-    tm("snapshot");
     let all = goroutines::reports(
         &target,
         &snapshot,
@@ -75,7 +57,6 @@ pub fn run(args: DumpArgs) -> Result<i32> {
             labels: true,
         },
     );
-    tm("reports");
     let total = all.len();
     let shown: Vec<GoroutineReport> = all.into_iter().filter(|g| keep(&args, g)).collect();
     let header = DumpHeader {
@@ -99,9 +80,7 @@ pub fn run(args: DumpArgs) -> Result<i32> {
             },
         )
     };
-    let written = written.and_then(|()| out.flush());
-    tm("output");
-    match written {
+    match written.and_then(|()| out.flush()) {
         Ok(()) => {}
         // `gospy dump | head` is fine.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}

@@ -45,34 +45,45 @@ pub fn write_text(
         write!(out, ", target paused for {:.2} ms", pause * 1e3)?;
     }
     writeln!(out)?;
+    // Goroutines are rendered into one buffer with plain byte copies and
+    // handed on in large blocks: with 100k goroutines, `write!` piece by
+    // piece through `dyn Write` cost more than building the reports.
+    let mut buf = Vec::with_capacity(2 * OUTPUT_BLOCK);
     for g in goroutines {
-        writeln!(out)?;
-        write_goroutine(out, g, options)?;
+        buf.push(b'\n');
+        write_goroutine(&mut buf, g, options)?;
+        if buf.len() >= OUTPUT_BLOCK {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
     }
-    Ok(())
+    out.write_all(&buf)
 }
 
-fn write_goroutine(
-    out: &mut dyn Write,
-    g: &GoroutineReport,
-    options: TextOptions,
-) -> io::Result<()> {
+/// How much rendered text [`write_text`] collects before writing it out.
+const OUTPUT_BLOCK: usize = 64 << 10;
+
+fn write_goroutine(out: &mut Vec<u8>, g: &GoroutineReport, options: TextOptions) -> io::Result<()> {
     // The runtime's header (runtime/traceback.go goroutineheader), then what
     // it lacks: exact wait time, thread and labels.
-    write!(out, "goroutine {} [", g.goid)?;
-    write!(out, "{}", g.wait_reason.unwrap_or(g.status.name()))?;
+    out.extend_from_slice(b"goroutine ");
+    push_decimal(out, g.goid);
+    out.extend_from_slice(b" [");
+    out.extend_from_slice(g.wait_reason.unwrap_or(g.status.name()).as_bytes());
     if let Some(secs) = g.wait_seconds {
         let minutes = (secs / 60.0).floor();
         if minutes >= 1.0 {
             write!(out, ", {minutes} minutes")?;
         }
-        write!(out, ", waiting at least {}", human_seconds(secs))?;
+        out.extend_from_slice(b", waiting at least ");
+        write_human_seconds(out, secs)?;
     }
     if g.locked_to_thread {
-        write!(out, ", locked to thread")?;
+        out.extend_from_slice(b", locked to thread");
     }
     if let Some(tid) = g.thread_id {
-        write!(out, ", thread {tid}")?;
+        out.extend_from_slice(b", thread ");
+        push_decimal(out, tid);
     }
     if !g.labels.is_empty() {
         let labels: Vec<String> = g
@@ -82,7 +93,7 @@ fn write_goroutine(
             .collect();
         write!(out, ", labels: {{{}}}", labels.join(", "))?;
     }
-    writeln!(out, "]:")?;
+    out.extend_from_slice(b"]:\n");
 
     let mut printed = 0;
     for frame in g.frames.iter() {
@@ -95,15 +106,18 @@ fn write_goroutine(
         } else {
             &frame.function
         };
-        if frame.inlined {
-            writeln!(out, "{name}(...)\n\t{}:{}", frame.file, frame.line)?;
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(if frame.inlined {
+            b"(...)\n\t"
         } else {
-            write!(out, "{name}()\n\t{}:{}", frame.file, frame.line)?;
-            match frame.pc_offset {
-                Some(off) if off > 0 => writeln!(out, " +{off:#x}")?,
-                _ => writeln!(out)?,
-            }
+            b"()\n\t"
+        });
+        push_position(out, &frame.file, frame.line);
+        match frame.pc_offset {
+            Some(off) if off > 0 && !frame.inlined => push_pc_offset(out, off),
+            _ => {}
         }
+        out.push(b'\n');
     }
     if g.truncated {
         writeln!(
@@ -121,30 +135,73 @@ fn write_goroutine(
     }
     if let Some(c) = &g.created_by {
         if !c.hidden || options.runtime_frames {
-            write!(out, "created by {}", c.function)?;
+            out.extend_from_slice(b"created by ");
+            out.extend_from_slice(c.function.as_bytes());
             if let Some(parent) = c.parent_goid {
-                write!(out, " in goroutine {parent}")?;
+                out.extend_from_slice(b" in goroutine ");
+                push_decimal(out, parent);
             }
-            write!(out, "\n\t{}:{}", c.file, c.line)?;
+            out.extend_from_slice(b"\n\t");
+            push_position(out, &c.file, c.line);
             if c.pc_offset > 0 {
-                write!(out, " +{:#x}", c.pc_offset)?;
+                push_pc_offset(out, c.pc_offset);
             }
-            writeln!(out)?;
+            out.push(b'\n');
         }
     }
     Ok(())
 }
 
-fn human_seconds(secs: f64) -> String {
+/// `file:line`.
+fn push_position(out: &mut Vec<u8>, file: &str, line: u32) {
+    out.extend_from_slice(file.as_bytes());
+    out.push(b':');
+    push_decimal(out, line.into());
+}
+
+/// ` +0x1c`: the runtime's pc offset, as `{:#x}` prints it.
+fn push_pc_offset(out: &mut Vec<u8>, off: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = off;
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(b" +0x");
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `n` in decimal, as `{}` prints it.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn write_human_seconds(out: &mut Vec<u8>, secs: f64) -> io::Result<()> {
     if secs < 60.0 {
-        format!("{secs:.1}s")
+        write!(out, "{secs:.1}s")
     } else {
         let total = secs.round() as u64;
         let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
         if h > 0 {
-            format!("{h}h{m:02}m{s:02}s")
+            write!(out, "{h}h{m:02}m{s:02}s")
         } else {
-            format!("{m}m{s:02}s")
+            write!(out, "{m}m{s:02}s")
         }
     }
 }
@@ -249,6 +306,26 @@ pub fn write_json(
             })
             .collect(),
     };
-    serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::other)?;
+    // serde_json writes a few bytes at a time: buffering here keeps those
+    // writes static calls instead of calls through `dyn Write`.
+    let mut buffered = io::BufWriter::with_capacity(OUTPUT_BLOCK, &mut *out);
+    serde_json::to_writer_pretty(&mut buffered, &doc).map_err(io::Error::other)?;
+    buffered.flush()?;
+    drop(buffered);
     writeln!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_like_format() {
+        for n in [0, 1, 9, 10, 0x1c, 255, 256, 4096, 123_456_789, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            push_pc_offset(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{n} +{n:#x}"));
+        }
+    }
 }
