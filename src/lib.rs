@@ -14,6 +14,7 @@ pub mod layout;
 pub mod output;
 pub mod process;
 pub mod runtime;
+pub mod sampler;
 pub mod snapshot;
 pub mod stack;
 pub mod target;

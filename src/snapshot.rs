@@ -136,6 +136,29 @@ impl Snapshot {
         })
     }
 
+    /// Takes a snapshot of only the goroutines running on a thread (on a CPU
+    /// or in a system call): step 1 above, one short pause. This is what an
+    /// on-CPU profile needs, at a cost independent of the goroutine count.
+    pub fn take_running(target: &Target) -> Result<Snapshot> {
+        let mut stacks = MemorySnapshot::new();
+        let pause = ptrace::pause(target.pid())?;
+        let copied = copy_running(target, &pause, &mut stacks);
+        let paused_for = pause.resume();
+        let state = copied?;
+        Ok(Snapshot {
+            goroutines: state.goroutines,
+            machines: state.machines,
+            contexts: state.contexts,
+            stacks: StackMemory {
+                first: stacks,
+                recopied: MemorySnapshot::new(),
+            },
+            pause: Some(paused_for),
+            monotonic_ns: monotonic_now_ns(),
+            unstable: HashSet::new(),
+        })
+    }
+
     /// The M with address `addr`.
     pub fn machine(&self, addr: u64) -> Option<&Machine> {
         self.machines.iter().find(|m| m.addr == addr)

@@ -1,6 +1,7 @@
 //! The command line: argument parsing and one small module per subcommand.
 
 mod dump;
+mod record;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,6 +33,9 @@ struct Cli {
 enum Command {
     /// Print every goroutine's stack once, like the Go runtime's traceback.
     Dump(dump::DumpArgs),
+    /// Sample the goroutines running on a CPU and write a flamegraph or
+    /// folded stacks.
+    Record(record::RecordArgs),
 }
 
 /// Runs gospy with the process arguments and returns the exit code.
@@ -42,6 +46,7 @@ pub fn run() -> i32 {
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
     let result = match cli.command {
         Command::Dump(args) => dump::run(args),
+        Command::Record(args) => record::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,3 +1,5 @@
 //! Rendering what gospy found: one file per output format.
 
 pub mod dump;
+pub mod flamegraph;
+pub mod folded;

@@ -1,0 +1,30 @@
+//! SVG flamegraphs, drawn by inferno from the folded stacks.
+
+use std::io::{self, Write};
+
+use crate::output::folded;
+use crate::sampler::Profile;
+
+/// Writes `profile` as an SVG flamegraph titled `title`.
+pub fn write(out: &mut dyn Write, profile: &Profile, title: &str) -> io::Result<()> {
+    let lines = folded::lines(profile);
+    let mut options = inferno::flamegraph::Options::default();
+    options.title = title.to_string();
+    options.count_name = "samples".to_string();
+    if lines.is_empty() {
+        // inferno refuses an empty profile; an empty SVG says the truth.
+        return writeln!(
+            out,
+            r#"<?xml version="1.0" standalone="no"?><svg xmlns="http://www.w3.org/2000/svg" width="1200" height="60"><text x="10" y="30">{}: no samples</text></svg>"#,
+            escape(title)
+        );
+    }
+    inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), out)
+        .map_err(io::Error::other)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
