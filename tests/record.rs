@@ -1,0 +1,344 @@
+//! `gospy record` end to end, against the `cpusplit` fixture: one goroutine
+//! that spends exactly 3/4 of its time in `main.chainA -> main.workA` and
+//! 1/4 in `main.chainB -> main.workB` (see testdata/fixtures/cpusplit).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FIXTURE: &str = "cpusplit";
+const WORK_A: &str = "main.workA";
+const WORK_B: &str = "main.workB";
+const CHAIN_A: &str = "main.chainA";
+const CHAIN_B: &str = "main.chainB";
+
+/// A fresh path under cargo's per-test temp dir.
+fn temp_path(name: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "gospy-record-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir.join(name)
+}
+
+fn newest_toolchain() -> Toolchain {
+    toolchains()
+        .into_iter()
+        .max_by_key(Toolchain::minor)
+        .expect("no Go toolchains listed")
+}
+
+/// Runs `gospy record --pid PID --duration SECONDS --format FORMAT -o OUT
+/// extra...` and returns the output file's contents, or an error with
+/// gospy's output if it failed, wrote nothing, took far from `seconds`, or
+/// did not report "collected N samples".
+fn record(pid: u32, seconds: u32, format: &str, extra: &[&str]) -> Result<String, String> {
+    let out = temp_path(if format == "flamegraph" {
+        "x.svg"
+    } else {
+        "x.folded"
+    });
+    let pid = pid.to_string();
+    let duration = seconds.to_string();
+    let out_str = out.to_str().unwrap();
+    let mut args = vec![
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        &duration,
+        "--format",
+        format,
+        "-o",
+        out_str,
+    ];
+    args.extend_from_slice(extra);
+    let started = Instant::now();
+    let output = run_gospy(&args);
+    let took = started.elapsed();
+    let describe = |o: &Output| {
+        format!(
+            "gospy {} ({}):\nstderr:\n{}\nstdout:\n{}",
+            args.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        )
+    };
+    if !output.status.success() {
+        return Err(format!("failed: {}", describe(&output)));
+    }
+    let wanted = Duration::from_secs(seconds.into());
+    if took + Duration::from_millis(200) < wanted || took > wanted + Duration::from_secs(30) {
+        return Err(format!(
+            "took {took:?} for --duration {seconds}: {}",
+            describe(&output)
+        ));
+    }
+    if collected_samples(&String::from_utf8_lossy(&output.stderr)).is_none() {
+        return Err(format!(
+            "no \"collected N samples\" on stderr: {}",
+            describe(&output)
+        ));
+    }
+    let text = std::fs::read_to_string(&out)
+        .map_err(|e| format!("reading {}: {e}; {}", out.display(), describe(&output)))?;
+    if let Some(dir) = out.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(text)
+}
+
+/// N from a "collected N samples" line.
+fn collected_samples(stderr: &str) -> Option<u64> {
+    stderr.lines().find_map(|line| {
+        let rest = &line[line.find("collected ")? + "collected ".len()..];
+        let (n, tail) = rest.split_once(' ')?;
+        if tail.starts_with("sample") {
+            n.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// One folded line: frames root first, and its count.
+#[derive(Debug)]
+struct Folded {
+    frames: Vec<String>,
+    count: u64,
+}
+
+/// Parses folded stacks the way inferno's flamegraph expects them: each
+/// non-empty line is `STACK COUNT`, split at the last space, where STACK
+/// matches `[^ ]+( [^ ]+)*` (frames separated by `;`, none empty) and COUNT
+/// is a positive decimal integer.
+fn parse_folded(text: &str) -> Result<Vec<Folded>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |why: &str| Err(format!("line {}: {why}: {line:?}", i + 1));
+        let Some((stack, count)) = line.rsplit_once(' ') else {
+            return bad("no space before the count");
+        };
+        if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
+            return bad("count is not a decimal integer");
+        }
+        let Ok(count) = count.parse::<u64>() else {
+            return bad("count out of range");
+        };
+        if count == 0 {
+            return bad("count is 0");
+        }
+        if stack.is_empty() || stack.split(' ').any(str::is_empty) {
+            return bad("stack is empty or has leading, trailing or double spaces");
+        }
+        let frames: Vec<String> = stack.split(';').map(str::to_string).collect();
+        if frames.iter().any(String::is_empty) {
+            return bad("empty frame");
+        }
+        out.push(Folded { frames, count });
+    }
+    if out.is_empty() {
+        return Err("no stacks".to_string());
+    }
+    Ok(out)
+}
+
+fn has_frame(f: &Folded, name: &str) -> bool {
+    f.frames.iter().any(|n| n == name)
+}
+
+/// In every stack through `work`, `chain` is its caller (root first order).
+fn check_chain(stacks: &[Folded], chain: &str, work: &str) -> Result<(), String> {
+    for s in stacks.iter().filter(|s| has_frame(s, work)) {
+        let i = s.frames.iter().position(|n| n == work).unwrap();
+        if i == 0 || s.frames[i - 1] != chain {
+            return Err(format!(
+                "stack {:?} does not show {chain} calling {work} (root first)",
+                s.frames
+            ));
+        }
+        if s.frames[0] == "runtime.goexit" {
+            return Err(format!(
+                "stack {:?} starts with hidden frame runtime.goexit",
+                s.frames
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn cpu_split(target: &Target) -> Result<(), String> {
+    let text = record(target.pid(), 3, "folded", &["--rate", "200"])?;
+    let stacks = parse_folded(&text)?;
+    let total: u64 = stacks.iter().map(|s| s.count).sum();
+    let sum = |work: &str| -> u64 {
+        stacks
+            .iter()
+            .filter(|s| has_frame(s, work))
+            .map(|s| s.count)
+            .sum()
+    };
+    let (a, b) = (sum(WORK_A), sum(WORK_B));
+    if total < 200 {
+        return Err(format!(
+            "only {total} samples in 3 s at 200 Hz (A {a}, B {b}):\n{text}"
+        ));
+    }
+    if a + b == 0 {
+        return Err(format!("no samples in {WORK_A} or {WORK_B}:\n{text}"));
+    }
+    let share = 100.0 * a as f64 / (a + b) as f64;
+    if (share - 75.0).abs() > 3.0 {
+        return Err(format!(
+            "{WORK_A} has {share:.1}% of A+B samples (A {a}, B {b}, total {total}), \
+             expected 75% +- 3:\n{text}"
+        ));
+    }
+    check_chain(&stacks, CHAIN_A, WORK_A)?;
+    check_chain(&stacks, CHAIN_B, WORK_B)
+}
+
+/// The sampled split of the fixture's work is its true 3:1 split, for every
+/// toolchain.
+#[test]
+fn cpu_split_matches_work_ratio() {
+    let mut failures = Vec::new();
+    for tc in toolchains() {
+        let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+        let target = Target::start(&bin, &[]);
+        if let Err(e) = cpu_split(&target) {
+            failures.push(format!("=== Go {}: {e}", tc.version));
+        }
+        if !target.is_running_not_stopped() {
+            failures.push(format!("=== Go {}: target left stopped", tc.version));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Checks that `svg` is well-formed XML (quick-xml checks each end tag
+/// against its start tag; we check nothing is left open) with an `svg` root.
+fn check_xml(svg: &str) -> Result<(), String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(svg);
+    let mut depth = 0usize;
+    let mut root = None;
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| format!("XML error at byte {}: {e}", reader.buffer_position()))?;
+        match event {
+            Event::Start(ref t) | Event::Empty(ref t) => {
+                if depth == 0 {
+                    if root.is_some() {
+                        return Err("more than one root element".to_string());
+                    }
+                    root = Some(String::from_utf8_lossy(t.local_name().as_ref()).into_owned());
+                }
+                if matches!(event, Event::Start(_)) {
+                    depth += 1;
+                }
+            }
+            Event::End(_) => depth -= 1,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("{depth} element(s) left open at the end"));
+    }
+    match root.as_deref() {
+        Some("svg") => Ok(()),
+        other => Err(format!("root element is {other:?}, not svg")),
+    }
+}
+
+#[test]
+fn flamegraph_is_well_formed_svg() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let target = Target::start(&bin, &[]);
+    let svg = record(target.pid(), 1, "flamegraph", &[]).unwrap_or_else(|e| panic!("{e}"));
+    let head = svg.trim_start();
+    assert!(
+        head.starts_with("<?xml") || head.starts_with("<svg"),
+        "flamegraph does not start with <?xml or <svg:\n{}",
+        &svg[..svg.len().min(500)]
+    );
+    if let Err(e) = check_xml(&svg) {
+        panic!("flamegraph is not well-formed XML: {e}\n{svg}");
+    }
+    for f in [WORK_A, WORK_B] {
+        assert!(svg.contains(f), "flamegraph does not mention {f}:\n{svg}");
+    }
+    assert!(target.is_running_not_stopped(), "target left stopped");
+}
+
+#[test]
+fn folded_round_trips_through_inferno() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let target = Target::start(&bin, &[]);
+    let text = record(target.pid(), 1, "folded", &[]).unwrap_or_else(|e| panic!("{e}"));
+    if let Err(e) = parse_folded(&text) {
+        panic!("folded output is malformed: {e}\n{text}");
+    }
+    let mut svg = Vec::new();
+    let mut opts = inferno::flamegraph::Options::default();
+    inferno::flamegraph::from_lines(&mut opts, text.lines(), &mut svg)
+        .unwrap_or_else(|e| panic!("inferno rejected the folded output: {e}\n{text}"));
+    let svg = String::from_utf8(svg).expect("inferno wrote non-UTF-8");
+    assert!(
+        svg.contains("<svg") && svg.contains(WORK_A),
+        "inferno's SVG is empty or lacks {WORK_A}:\n{svg}"
+    );
+}
+
+#[test]
+fn record_leaves_target_running() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let target = Target::start(&bin, &[]);
+    record(target.pid(), 1, "folded", &[]).unwrap_or_else(|e| panic!("{e}"));
+    // Give a stop the sampler might have left behind time to show.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        target.is_running_not_stopped(),
+        "target left stopped: {:?}",
+        thread_states(target.pid())
+    );
+}
+
+/// The parsers above, on hand-written input (no gospy needed).
+#[test]
+fn folded_parser_self_test() {
+    let ok = parse_folded("main.main;main.spin;main.chainA;main.workA 30\na;b c;d 1\n").unwrap();
+    assert_eq!(ok.len(), 2);
+    assert_eq!(ok[0].frames.len(), 4);
+    assert_eq!(ok[0].count, 30);
+    assert_eq!(ok[1].frames, ["a", "b c", "d"]);
+    for bad in [
+        "a;b", "a;b 0", "a;b x", "a;;b 1", " a 1", "a  b 1", "a;b -1", "",
+    ] {
+        assert!(parse_folded(bad).is_err(), "accepted {bad:?}");
+    }
+    assert_eq!(collected_samples("x\ncollected 612 samples\n"), Some(612));
+    assert_eq!(collected_samples("nothing"), None);
+    assert!(check_xml("<?xml version=\"1.0\"?><svg><g><text>a</text></g><rect/></svg>").is_ok());
+    assert!(check_xml("<svg><g></svg>").is_err());
+    assert!(check_xml("<svg><g>").is_err());
+    assert!(check_xml("<html></html>").is_err());
+}
