@@ -342,3 +342,70 @@ fn folded_parser_self_test() {
     assert!(check_xml("<svg><g>").is_err());
     assert!(check_xml("<html></html>").is_err());
 }
+
+/// Runs `gospy record` without a duration, sends `signal` to `to_kill`
+/// after a second, and returns gospy's exit status, stderr and the profile.
+fn record_until_signal(
+    pid: u32,
+    to_kill: Option<u32>,
+    signal: i32,
+) -> (std::process::ExitStatus, String, String) {
+    let out = temp_path("profile.txt");
+    let child = std::process::Command::new(gospy_bin())
+        .args(["record", "--pid", &pid.to_string(), "-f", "folded", "-o"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn gospy");
+    std::thread::sleep(Duration::from_millis(1500));
+    let victim = to_kill.unwrap_or(child.id());
+    // SAFETY: sending a signal to a process we started.
+    unsafe { libc::kill(victim as i32, signal) };
+    let output = child.wait_with_output().expect("wait for gospy");
+    let profile = std::fs::read_to_string(&out).unwrap_or_default();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        profile,
+    )
+}
+
+#[test]
+fn ctrl_c_writes_the_profile_and_leaves_target_running() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let target = Target::start(&bin, &[]);
+    let (status, stderr, profile) = record_until_signal(target.pid(), None, libc::SIGINT);
+    assert!(
+        status.success(),
+        "gospy failed after Ctrl-C: {status}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("interrupted") && collected_samples(&stderr).unwrap_or(0) > 50,
+        "{stderr}"
+    );
+    let stacks = parse_folded(&profile).unwrap_or_else(|e| panic!("{e}"));
+    assert!(stacks.iter().any(|f| has_frame(f, WORK_A)), "{profile}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(target.is_running_not_stopped());
+}
+
+#[test]
+fn target_exit_ends_the_recording_with_a_profile() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let target = Target::start(&bin, &[]);
+    let (status, stderr, profile) =
+        record_until_signal(target.pid(), Some(target.pid()), libc::SIGKILL);
+    assert!(
+        status.success(),
+        "gospy failed when the target exited: {status}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("exited") && collected_samples(&stderr).unwrap_or(0) > 50,
+        "{stderr}"
+    );
+    let stacks = parse_folded(&profile).unwrap_or_else(|e| panic!("{e}"));
+    assert!(stacks.iter().any(|f| has_frame(f, WORK_A)), "{profile}");
+}
