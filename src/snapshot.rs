@@ -79,10 +79,8 @@ impl Snapshot {
 
         let mut stacks = MemorySnapshot::new();
         let (mut state, mut paused_for) = if blocking {
-            let pause = ptrace::pause(target.pid())?;
-            let copied = copy_running(target, &pause, &mut stacks);
-            let paused_for = pause.resume();
-            (copied?, Some(paused_for))
+            let (state, paused_for) = pause_and_copy_running(target, &mut stacks)?;
+            (state, Some(paused_for))
         } else {
             (RuntimeState::default(), None)
         };
@@ -122,18 +120,14 @@ impl Snapshot {
             }
         }
 
-        Ok(Snapshot {
-            goroutines: state.goroutines,
-            machines: state.machines,
-            contexts: state.contexts,
-            stacks: StackMemory {
+        Ok(state.into_snapshot(
+            StackMemory {
                 first: stacks,
                 recopied,
             },
-            pause: paused_for,
-            monotonic_ns: state.monotonic_ns,
+            paused_for,
             unstable,
-        })
+        ))
     }
 
     /// Takes a snapshot of only the goroutines running on a thread (on a CPU
@@ -141,22 +135,16 @@ impl Snapshot {
     /// on-CPU profile needs, at a cost independent of the goroutine count.
     pub fn take_running(target: &Target) -> Result<Snapshot> {
         let mut stacks = MemorySnapshot::new();
-        let pause = ptrace::pause(target.pid())?;
-        let copied = copy_running(target, &pause, &mut stacks);
-        let paused_for = pause.resume();
-        let state = copied?;
-        Ok(Snapshot {
-            goroutines: state.goroutines,
-            machines: state.machines,
-            contexts: state.contexts,
-            stacks: StackMemory {
+        let (mut state, paused_for) = pause_and_copy_running(target, &mut stacks)?;
+        state.monotonic_ns = monotonic_now_ns();
+        Ok(state.into_snapshot(
+            StackMemory {
                 first: stacks,
                 recopied: MemorySnapshot::new(),
             },
-            pause: Some(paused_for),
-            monotonic_ns: monotonic_now_ns(),
-            unstable: HashSet::new(),
-        })
+            Some(paused_for),
+            HashSet::new(),
+        ))
     }
 
     /// The M with address `addr`.
@@ -242,6 +230,37 @@ fn read_goroutines(target: &Target, g_bytes: &mut MemorySnapshot) -> Result<Vec<
         .filter_map(|&addr| Goroutine::decode(addr, g_bytes.get(addr, g_len)?, layout))
         .filter(|g| !g.status.is_dead())
         .collect())
+}
+
+impl RuntimeState {
+    fn into_snapshot(
+        self,
+        stacks: StackMemory,
+        pause: Option<Duration>,
+        unstable: HashSet<u64>,
+    ) -> Snapshot {
+        Snapshot {
+            goroutines: self.goroutines,
+            machines: self.machines,
+            contexts: self.contexts,
+            stacks,
+            pause,
+            monotonic_ns: self.monotonic_ns,
+            unstable,
+        }
+    }
+}
+
+/// Pauses the target for [`copy_running`] and resumes it, whatever happens;
+/// returns how long it was stopped.
+fn pause_and_copy_running(
+    target: &Target,
+    stacks: &mut MemorySnapshot,
+) -> Result<(RuntimeState, Duration)> {
+    let pause = ptrace::pause(target.pid())?;
+    let copied = copy_running(target, &pause, stacks);
+    let paused_for = pause.resume();
+    Ok((copied?, paused_for))
 }
 
 /// The paused pass: every M, the goroutines they run, their registers and
