@@ -29,16 +29,27 @@ pub enum StopReason {
     TargetExited,
 }
 
-/// Stacks counted over a recording: each key is a stack of function names,
-/// outermost first, as the runtime prints them (hidden frames dropped).
+/// One frame of a sampled stack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SampledFrame {
+    /// As the runtime prints it.
+    pub function: Arc<str>,
+    pub file: Arc<str>,
+    pub line: u32,
+}
+
+/// Stacks counted over a recording: each key is a stack, outermost first,
+/// with the frames the runtime's traceback hides dropped.
 #[derive(Debug, Default)]
 pub struct Profile {
-    pub stacks: HashMap<Vec<Arc<str>>, u64>,
+    pub stacks: HashMap<Vec<SampledFrame>, u64>,
     /// Snapshots taken.
     pub samples: u64,
     /// Snapshots that failed (the error of the last one is kept).
     pub errors: u64,
     pub last_error: Option<String>,
+    /// When recording started.
+    pub started: Option<std::time::SystemTime>,
     /// Wall time spent recording.
     pub elapsed: Duration,
     /// Sum of the target's pauses.
@@ -55,7 +66,10 @@ pub fn record(
 ) -> (Profile, StopReason) {
     let interval = Duration::from_secs_f64(1.0 / options.rate.max(0.001));
     let started = Instant::now();
-    let mut profile = Profile::default();
+    let mut profile = Profile {
+        started: Some(std::time::SystemTime::now()),
+        ..Profile::default()
+    };
     let mut next = started;
     let reason = loop {
         if stop() {
@@ -108,12 +122,16 @@ fn sample_once(target: &Target, profile: &mut Profile) -> Result<()> {
         .iter()
         .filter(|r| r.status == GStatus::Running && !r.system)
     {
-        let stack: Vec<Arc<str>> = report
+        let stack: Vec<SampledFrame> = report
             .frames
             .iter()
             .rev()
             .filter(|f| !f.hidden)
-            .map(|f| Arc::clone(&f.function))
+            .map(|f| SampledFrame {
+                function: Arc::clone(&f.function),
+                file: Arc::clone(&f.file),
+                line: f.line,
+            })
             .collect();
         if !stack.is_empty() {
             *profile.stacks.entry(stack).or_insert(0) += 1;

@@ -409,3 +409,78 @@ fn target_exit_ends_the_recording_with_a_profile() {
     let stacks = parse_folded(&profile).unwrap_or_else(|e| panic!("{e}"));
     assert!(stacks.iter().any(|f| has_frame(f, WORK_A)), "{profile}");
 }
+
+/// The real `go tool pprof` opens our pprof file, and its own report shows
+/// the 3:1 split of the fixture.
+#[test]
+fn pprof_opens_in_go_tool_pprof() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let target = Target::start(&bin, &[]);
+    let path = temp_path("cpu.pb.gz");
+    let out = run_gospy(&[
+        "record",
+        "--pid",
+        &target.pid().to_string(),
+        "-d",
+        "3",
+        "-r",
+        "200",
+        "-f",
+        "pprof",
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pprof = |args: &[&str]| -> String {
+        let out = std::process::Command::new(&tc.go)
+            .args(["tool", "pprof"])
+            .args(args)
+            .arg(&path)
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .expect("go tool pprof");
+        assert!(
+            out.status.success(),
+            "go tool pprof {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = pprof(&["-top"]);
+    let flat_percent = |function: &str| -> f64 {
+        let line = top
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(function))
+            .unwrap_or_else(|| panic!("{function} not in pprof -top:\n{top}"));
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap()
+    };
+    let a = flat_percent(WORK_A);
+    let b = flat_percent(WORK_B);
+    let share = 100.0 * a / (a + b);
+    assert!(
+        (share - 75.0).abs() <= 3.0,
+        "pprof says workA has {share:.1}% of A+B:\n{top}"
+    );
+    assert!(
+        top.contains("Type: samples") || top.contains("Type: cpu"),
+        "{top}"
+    );
+    let traces = pprof(&["-traces"]);
+    assert!(
+        traces.contains(CHAIN_A) && traces.contains("main.spin"),
+        "{traces}"
+    );
+    // Lines and files are there: -list shows the fixture's source.
+    let list = pprof(&["-list", "main.workA"]);
+    assert!(list.contains("cpusplit/main.go"), "{list}");
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::output::{flamegraph, folded};
+use crate::output::{flamegraph, folded, pprof};
 use crate::sampler::{self, SamplerOptions, StopReason};
 use crate::target::Target;
 use crate::{Error, Result};
@@ -20,6 +20,8 @@ enum Format {
     Flamegraph,
     /// Folded stacks (`outer;inner count`), as flamegraph.pl and inferno read.
     Folded,
+    /// gzip-compressed pprof protobuf, for `go tool pprof`.
+    Pprof,
 }
 
 impl Format {
@@ -27,6 +29,7 @@ impl Format {
         match self {
             Format::Flamegraph => "svg",
             Format::Folded => "txt",
+            Format::Pprof => "pb.gz",
         }
     }
 }
@@ -116,6 +119,19 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     match args.format {
         Format::Flamegraph => flamegraph::write(&mut out, &profile, &title),
         Format::Folded => folded::write(&mut out, &profile),
+        Format::Pprof => {
+            let binary = target.process.exe_display();
+            let image = &target.binary.image;
+            pprof::write(
+                &mut out,
+                &profile,
+                &pprof::PprofSource {
+                    binary: &binary,
+                    build_id: image.go_build_id.as_deref().or(image.build_id.as_deref()),
+                    period_ns: (1e9 / rate) as i64,
+                },
+            )
+        }
     }
     .and_then(|()| out.flush())
     .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;

@@ -1,24 +1,27 @@
 //! Folded stacks: one `outer;inner;leaf count` line per distinct stack, the
 //! format flamegraph.pl and inferno read.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 
 use crate::sampler::Profile;
 
 /// The folded lines of `profile`, sorted so that output is deterministic.
+/// Stacks that differ only in lines are one stack here.
 pub fn lines(profile: &Profile) -> Vec<String> {
-    let mut lines: Vec<String> = profile
-        .stacks
-        .iter()
-        .map(|(stack, count)| {
-            // `;` separates frames and a space precedes the count: neither
-            // may appear inside a frame name.
-            let frames: Vec<String> = stack
-                .iter()
-                .map(|f| f.replace(';', ":").replace(' ', "_"))
-                .collect();
-            format!("{} {count}", frames.join(";"))
-        })
+    let mut by_names: HashMap<String, u64> = HashMap::new();
+    for (stack, count) in &profile.stacks {
+        // `;` separates frames and a space precedes the count: neither may
+        // appear inside a frame name.
+        let frames: Vec<String> = stack
+            .iter()
+            .map(|f| f.function.replace(';', ":").replace(' ', "_"))
+            .collect();
+        *by_names.entry(frames.join(";")).or_insert(0) += count;
+    }
+    let mut lines: Vec<String> = by_names
+        .into_iter()
+        .map(|(stack, count)| format!("{stack} {count}"))
         .collect();
     lines.sort();
     lines

@@ -3,3 +3,4 @@
 pub mod dump;
 pub mod flamegraph;
 pub mod folded;
+pub mod pprof;
