@@ -484,3 +484,37 @@ fn pprof_opens_in_go_tool_pprof() {
     let list = pprof(&["-list", "main.workA"]);
     assert!(list.contains("cpusplit/main.go"), "{list}");
 }
+
+/// The speedscope file follows speedscope's file-format schema: a sampled
+/// profile whose samples index a shared frame list, with one weight each.
+#[test]
+fn speedscope_matches_file_format_schema() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let target = Target::start(&bin, &[]);
+    let text = record(target.pid(), 1, "speedscope", &[]).unwrap_or_else(|e| panic!("{e}"));
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("speedscope file is JSON");
+    assert_eq!(
+        doc["$schema"],
+        "https://www.speedscope.app/file-format-schema.json"
+    );
+    let frames = doc["shared"]["frames"].as_array().expect("shared.frames");
+    assert!(frames.iter().all(|f| f["name"].is_string()));
+    let profiles = doc["profiles"].as_array().expect("profiles");
+    assert_eq!(profiles.len(), 1);
+    let p = &profiles[0];
+    assert_eq!(p["type"], "sampled");
+    assert!(p["name"].is_string() && p["unit"] == "none" && p["startValue"].is_u64());
+    let samples = p["samples"].as_array().unwrap();
+    let weights = p["weights"].as_array().unwrap();
+    assert_eq!(samples.len(), weights.len());
+    let total: u64 = weights.iter().map(|w| w.as_u64().unwrap()).sum();
+    assert_eq!(p["endValue"].as_u64(), Some(total));
+    assert!(total > 50, "{total} samples");
+    for s in samples {
+        for i in s.as_array().unwrap() {
+            assert!((i.as_u64().unwrap() as usize) < frames.len());
+        }
+    }
+    assert!(frames.iter().any(|f| f["name"] == WORK_A));
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::output::{flamegraph, folded, pprof};
+use crate::output::{flamegraph, folded, pprof, speedscope};
 use crate::sampler::{self, SamplerOptions, StopReason};
 use crate::target::Target;
 use crate::{Error, Result};
@@ -22,6 +22,8 @@ enum Format {
     Folded,
     /// gzip-compressed pprof protobuf, for `go tool pprof`.
     Pprof,
+    /// JSON for https://www.speedscope.app.
+    Speedscope,
 }
 
 impl Format {
@@ -30,6 +32,7 @@ impl Format {
             Format::Flamegraph => "svg",
             Format::Folded => "txt",
             Format::Pprof => "pb.gz",
+            Format::Speedscope => "speedscope.json",
         }
     }
 }
@@ -119,6 +122,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     match args.format {
         Format::Flamegraph => flamegraph::write(&mut out, &profile, &title),
         Format::Folded => folded::write(&mut out, &profile),
+        Format::Speedscope => speedscope::write(&mut out, &profile, &title),
         Format::Pprof => {
             let binary = target.process.exe_display();
             let image = &target.binary.image;

@@ -4,3 +4,4 @@ pub mod dump;
 pub mod flamegraph;
 pub mod folded;
 pub mod pprof;
+pub mod speedscope;
