@@ -30,6 +30,16 @@ fn temp_path(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Starts the fixture while holding a lock that keeps the other tests of
+/// this file from running theirs: each fixture keeps a CPU busy, and on a
+/// 2-core machine two of them plus gospy would distort the measured split
+/// (a descheduled thread keeps its Go status "running" at a stale pc).
+fn start_exclusive(bin: &std::path::Path) -> (std::sync::MutexGuard<'static, ()>, Target) {
+    static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    (guard, Target::start(bin, &[]))
+}
+
 fn newest_toolchain() -> Toolchain {
     toolchains()
         .into_iter()
@@ -218,7 +228,7 @@ fn cpu_split_matches_work_ratio() {
     let mut failures = Vec::new();
     for tc in toolchains() {
         let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
-        let target = Target::start(&bin, &[]);
+        let (_cpu, target) = start_exclusive(&bin);
         if let Err(e) = cpu_split(&target) {
             failures.push(format!("=== Go {}: {e}", tc.version));
         }
@@ -270,7 +280,7 @@ fn check_xml(svg: &str) -> Result<(), String> {
 fn flamegraph_is_well_formed_svg() {
     let tc = newest_toolchain();
     let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
-    let target = Target::start(&bin, &[]);
+    let (_cpu, target) = start_exclusive(&bin);
     let svg = record(target.pid(), 1, "flamegraph", &[]).unwrap_or_else(|e| panic!("{e}"));
     let head = svg.trim_start();
     assert!(
@@ -291,7 +301,7 @@ fn flamegraph_is_well_formed_svg() {
 fn folded_round_trips_through_inferno() {
     let tc = newest_toolchain();
     let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
-    let target = Target::start(&bin, &[]);
+    let (_cpu, target) = start_exclusive(&bin);
     let text = record(target.pid(), 1, "folded", &[]).unwrap_or_else(|e| panic!("{e}"));
     if let Err(e) = parse_folded(&text) {
         panic!("folded output is malformed: {e}\n{text}");
@@ -311,7 +321,7 @@ fn folded_round_trips_through_inferno() {
 fn record_leaves_target_running() {
     let tc = newest_toolchain();
     let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
-    let target = Target::start(&bin, &[]);
+    let (_cpu, target) = start_exclusive(&bin);
     record(target.pid(), 1, "folded", &[]).unwrap_or_else(|e| panic!("{e}"));
     // Give a stop the sampler might have left behind time to show.
     std::thread::sleep(Duration::from_millis(200));
@@ -375,7 +385,7 @@ fn record_until_signal(
 fn ctrl_c_writes_the_profile_and_leaves_target_running() {
     let tc = newest_toolchain();
     let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
-    let target = Target::start(&bin, &[]);
+    let (_cpu, target) = start_exclusive(&bin);
     let (status, stderr, profile) = record_until_signal(target.pid(), None, libc::SIGINT);
     assert!(
         status.success(),
@@ -395,7 +405,7 @@ fn ctrl_c_writes_the_profile_and_leaves_target_running() {
 fn target_exit_ends_the_recording_with_a_profile() {
     let tc = newest_toolchain();
     let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
-    let target = Target::start(&bin, &[]);
+    let (_cpu, target) = start_exclusive(&bin);
     let (status, stderr, profile) =
         record_until_signal(target.pid(), Some(target.pid()), libc::SIGKILL);
     assert!(
@@ -416,7 +426,7 @@ fn target_exit_ends_the_recording_with_a_profile() {
 fn pprof_opens_in_go_tool_pprof() {
     let tc = newest_toolchain();
     let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
-    let target = Target::start(&bin, &[]);
+    let (_cpu, target) = start_exclusive(&bin);
     let path = temp_path("cpu.pb.gz");
     let out = run_gospy(&[
         "record",
@@ -491,7 +501,7 @@ fn pprof_opens_in_go_tool_pprof() {
 fn speedscope_matches_file_format_schema() {
     let tc = newest_toolchain();
     let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
-    let target = Target::start(&bin, &[]);
+    let (_cpu, target) = start_exclusive(&bin);
     let text = record(target.pid(), 1, "speedscope", &[]).unwrap_or_else(|e| panic!("{e}"));
     let doc: serde_json::Value = serde_json::from_str(&text).expect("speedscope file is JSON");
     assert_eq!(
