@@ -415,7 +415,7 @@ fn parse_table(tab: &[u8], text_start: Option<u64>, version: &GoVersion) -> Resu
     let wide = lay.entry_size == 8;
     let field = if wide { 8 } else { 4 };
     let ft_size = (2 * nfunc + 1) * field;
-    if functab.checked_add(ft_size).map_or(true, |e| e > tab.len()) {
+    if functab.checked_add(ft_size).is_none_or(|e| e > tab.len()) {
         return Err("pclntab functab truncated".into());
     }
     let text_base = if wide {
@@ -1157,7 +1157,7 @@ mod tests {
         let rec_start = ft_size;
         let inl_tree_addr_slot = vaddr + 0x1000; // tree placed at +0x1000
         for (i, f) in funcs.iter().enumerate() {
-            while (rec_start + recs.len()) % 8 != 0 {
+            while !(rec_start + recs.len()).is_multiple_of(8) {
                 recs.push(0);
             }
             funcoffs.push((rec_start + recs.len()) as u64);
