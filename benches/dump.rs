@@ -104,7 +104,7 @@ fn main() {
     } else {
         sizes
     };
-    let tc = toolchains().pop().expect("a Go toolchain");
+    let tc = newest_toolchain();
     let bin = build_fixture("parked", &tc, BuildMode::Default);
     println!(
         "gospy dump benchmark: Go {}, median of {RUNS} runs, {} CPUs",

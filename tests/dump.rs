@@ -279,13 +279,9 @@ fn running_goroutines_unwind_through_system_stack_and_vdso() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-fn newest() -> Toolchain {
-    toolchains().pop().expect("no toolchains")
-}
-
 #[test]
 fn filters_select_goroutines() {
-    let tc = newest();
+    let tc = newest_toolchain();
     let bin = build_fixture("parked", &tc, BuildMode::Default);
     let target = Target::start(&bin, &[]);
     let pid = target.pid().to_string();
@@ -351,7 +347,7 @@ fn filters_select_goroutines() {
 
 #[test]
 fn deep_stacks_are_cut_and_say_so() {
-    let tc = newest();
+    let tc = newest_toolchain();
     let bin = build_fixture("parked", &tc, BuildMode::Default);
     let target = Target::start(&bin, &[]);
     let pid = target.pid().to_string();
@@ -467,7 +463,7 @@ fn bad_input_gives_one_clear_line() {
     zombie.wait().unwrap();
 
     // A Go binary gospy cannot use: no DWARF (built with -ldflags=-w).
-    let tc = newest();
+    let tc = newest_toolchain();
     let dir = target_dir().join("tmp/dump-nodwarf");
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("main.go");
@@ -499,7 +495,7 @@ fn bad_input_gives_one_clear_line() {
 #[test]
 fn permission_denied_explains_what_to_do() {
     // An unprivileged user may not inspect a root-owned process.
-    let tc = newest();
+    let tc = newest_toolchain();
     let bin = build_fixture("parked", &tc, BuildMode::Default);
     let target = Target::start(&bin, &[]);
     let out = Command::new("setpriv")
@@ -531,7 +527,7 @@ fn permission_denied_explains_what_to_do() {
 /// target running.
 #[test]
 fn target_survives_gospy_killed_or_interrupted_mid_dump() {
-    let tc = newest();
+    let tc = newest_toolchain();
     let bin = build_fixture("parked", &tc, BuildMode::Default);
     // Enough goroutines that a dump takes a while.
     let mut target = Target::start(&bin, &["-goroutines", "20000"]);
@@ -571,7 +567,7 @@ fn target_survives_gospy_killed_or_interrupted_mid_dump() {
 /// the same parked goroutines.
 #[test]
 fn repeated_dumps_are_stable() {
-    let tc = newest();
+    let tc = newest_toolchain();
     let bin = build_fixture("parked", &tc, BuildMode::Pie);
     let mut target = Target::start(&bin, &[]);
     let truth = target.ground_truth();

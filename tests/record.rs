@@ -40,13 +40,6 @@ fn start_exclusive(bin: &std::path::Path) -> (std::sync::MutexGuard<'static, ()>
     (guard, Target::start(bin, &[]))
 }
 
-fn newest_toolchain() -> Toolchain {
-    toolchains()
-        .into_iter()
-        .max_by_key(Toolchain::minor)
-        .expect("no Go toolchains listed")
-}
-
 /// Runs `gospy record --pid PID --duration SECONDS --format FORMAT -o OUT
 /// extra...` and returns the output file's contents, or an error with
 /// gospy's output if it failed, wrote nothing, took far from `seconds`, or

@@ -161,30 +161,24 @@ fn push_position(out: &mut Vec<u8>, file: &str, line: u32) {
 
 /// ` +0x1c`: the runtime's pc offset, as `{:#x}` prints it.
 fn push_pc_offset(out: &mut Vec<u8>, off: u64) {
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    let mut n = off;
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[(n & 0xf) as usize];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
     out.extend_from_slice(b" +0x");
-    out.extend_from_slice(&digits[i..]);
+    push_digits(out, off, 16);
 }
 
 /// `n` in decimal, as `{}` prints it.
 fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
+    push_digits(out, n, 10);
+}
+
+/// `n` in `base` (at most 16), lowercase, without a prefix. Faster than
+/// `write!` for the millions of numbers a large dump prints.
+fn push_digits(out: &mut Vec<u8>, mut n: u64, base: u64) {
+    let mut digits = [0u8; 64];
     let mut i = digits.len();
-    let mut n = n;
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
+        digits[i] = b"0123456789abcdef"[(n % base) as usize];
+        n /= base;
         if n == 0 {
             break;
         }

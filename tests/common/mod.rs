@@ -57,7 +57,7 @@ pub use gospy::{
 };
 pub use parked::{parked_catalogue, Parked, BURNERS, BURN_CHAIN, MAIN_LOOP};
 pub use target::{thread_states, Target};
-pub use toolchain::{repo_root, toolchain, toolchains, Toolchain};
+pub use toolchain::{newest_toolchain, repo_root, toolchain, toolchains, Toolchain};
 pub use traceback::{
     parse_traceback, strip_args, Ancestor, CreatedBy, RuntimeFrame, RuntimeGoroutine,
 };

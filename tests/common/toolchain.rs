@@ -101,6 +101,14 @@ pub fn toolchains() -> Vec<Toolchain> {
         .collect()
 }
 
+/// The newest of [`toolchains()`].
+pub fn newest_toolchain() -> Toolchain {
+    toolchains()
+        .into_iter()
+        .max_by_key(Toolchain::minor)
+        .expect("no Go toolchains listed")
+}
+
 /// The toolchain for one listed version (panics if it is not listed or not
 /// installed). Ignores GOSPY_TEST_GO.
 pub fn toolchain(version: &str) -> Toolchain {
