@@ -71,19 +71,6 @@ impl GStatus {
     pub fn is_dead(self) -> bool {
         matches!(self, GStatus::Dead | GStatus::DeadExtra | GStatus::Idle)
     }
-
-    /// Whether the goroutine's saved context (`g.sched`, `g.syscall*`) is
-    /// current, i.e. it is not executing on a thread right now.
-    pub fn is_parked(self) -> bool {
-        matches!(
-            self,
-            GStatus::Runnable
-                | GStatus::Waiting
-                | GStatus::Preempted
-                | GStatus::Leaked
-                | GStatus::Syscall
-        )
-    }
 }
 
 /// One goroutine as decoded from its `runtime.g`.

@@ -147,11 +147,6 @@ impl Snapshot {
         ))
     }
 
-    /// The M with address `addr`.
-    pub fn machine(&self, addr: u64) -> Option<&Machine> {
-        self.machines.iter().find(|m| m.addr == addr)
-    }
-
     /// The stopped thread `g` was running on, if it was running.
     pub fn thread_view(&self, g: &Goroutine) -> Option<ThreadView<'_>> {
         let c = self.contexts.get(&g.addr)?;
