@@ -31,6 +31,9 @@ pub struct GLayout {
     pub gopc: u64,
     pub startpc: u64,
     pub labels: u64,
+    /// `g.trackingSeq` (Go 1.17+): incremented each time the goroutine stops
+    /// running (runtime/proc.go `casgstatus`).
+    pub tracking_seq: Option<u64>,
 }
 
 /// Field offsets of `runtime.gobuf`.
@@ -132,6 +135,7 @@ impl Layout {
             g.gopc + 8,
             g.startpc + 8,
             g.labels + 8,
+            g.tracking_seq.unwrap_or(0) + 1,
         ];
         last.into_iter().max().unwrap_or(0)
     }

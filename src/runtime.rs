@@ -106,6 +106,8 @@ pub struct Goroutine {
     pub start_pc: u64,
     /// `g.labels` (pprof labels), 0 if none.
     pub labels: u64,
+    /// `g.trackingSeq` (Go 1.17+): changes whenever the goroutine has run.
+    pub tracking_seq: Option<u8>,
 }
 
 impl Goroutine {
@@ -141,6 +143,10 @@ impl Goroutine {
             go_pc: le_u64(bytes, g.gopc)?,
             start_pc: le_u64(bytes, g.startpc)?,
             labels: le_u64(bytes, g.labels)?,
+            tracking_seq: match g.tracking_seq {
+                Some(off) => Some(*bytes.get(usize::try_from(off).ok()?)?),
+                None => None,
+            },
         })
     }
 

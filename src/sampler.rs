@@ -1,16 +1,23 @@
-//! The sampling loop of `gospy record`: at a fixed rate, copy the running
-//! goroutines (one short pause), unwind them after the target resumes, and
+//! The sampling loop of `gospy record`: at a fixed rate, copy the goroutines
+//! to sample (one short pause), unwind them after the target resumes, and
 //! count each distinct stack.
+//!
+//! Stacks are kept as physical frames (pcs): each distinct pc is symbolized
+//! once, into a [`Location`] with its inlined calls, which is what pprof
+//! wants and what keeps a long recording cheap.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::binary::pclntab::SourceFrame;
 use crate::error::{Error, Result};
-use crate::goroutines::{self, ReportOptions};
-use crate::runtime::GStatus;
-use crate::snapshot::Snapshot;
+use crate::goroutines::read_labels;
+use crate::runtime::{self, GStatus, Goroutine};
+use crate::snapshot::{Snapshot, SnapshotOptions};
+use crate::stack::name_for_print;
 use crate::target::Target;
+use crate::unwind::{self, PcMap, PhysicalFrame, Unwinder};
 
 /// How to sample.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +26,12 @@ pub struct SamplerOptions {
     pub rate: f64,
     /// Stop after this long (`None`: until stopped or the target exits).
     pub duration: Option<Duration>,
+    /// Also sample goroutines that are not running: a wall-clock profile.
+    pub idle: bool,
+    /// Add a root frame naming the OS thread.
+    pub threads: bool,
+    /// Add a root frame naming the goroutine.
+    pub goroutines: bool,
 }
 
 /// Why sampling ended.
@@ -29,31 +42,102 @@ pub enum StopReason {
     TargetExited,
 }
 
-/// One frame of a sampled stack.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SampledFrame {
+/// One source-level frame at a [`Location`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceLine {
     /// As the runtime prints it.
     pub function: Arc<str>,
     pub file: Arc<str>,
     pub line: u32,
+    /// Line of the function's `func` keyword (0 if unknown).
+    pub start_line: u32,
 }
 
-/// Stacks counted over a recording: each key is a stack, outermost first,
-/// with the frames the runtime's traceback hides dropped.
+/// A physical frame: a pc in the target and the source frames there,
+/// innermost (inlined callee) first, the physical function last.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The pc (a return address, except for the leaf of a running goroutine).
+    pub address: u64,
+    pub lines: Vec<SourceLine>,
+}
+
+/// A goroutine's pprof labels plus gospy's `goroutine_state` and
+/// `wait_reason`, sorted by key.
+pub type Labels = Arc<[(Arc<str>, Arc<str>)]>;
+
+/// Everything that distinguishes one kind of sample from another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Stack {
+    /// Pseudo-frames at the root (`thread 1234`, `goroutine 17`), outermost
+    /// first.
+    pub roots: Vec<Arc<str>>,
+    /// Indices into [`Profile::locations`], innermost first.
+    pub locations: Vec<u32>,
+    /// Pseudo-frame at the leaf naming the state of a goroutine that was not
+    /// running, e.g. `[chan receive]`.
+    pub state: Option<Arc<str>>,
+    pub labels: Labels,
+}
+
+/// One frame of a stack as the text formats show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameRef<'a> {
+    pub function: &'a str,
+    /// Empty for pseudo-frames.
+    pub file: &'a str,
+    pub line: u32,
+}
+
+/// Stacks counted over a recording.
 #[derive(Debug, Default)]
 pub struct Profile {
-    pub stacks: HashMap<Vec<SampledFrame>, u64>,
+    pub locations: Vec<Location>,
+    /// Each distinct stack and how many times it was seen.
+    pub stacks: Vec<(Arc<Stack>, u64)>,
+    /// Waiting goroutines were sampled too (wall-clock, not on-CPU).
+    pub idle: bool,
     /// Snapshots taken.
     pub samples: u64,
     /// Snapshots that failed (the error of the last one is kept).
     pub errors: u64,
     pub last_error: Option<String>,
     /// When recording started.
-    pub started: Option<std::time::SystemTime>,
+    pub started: Option<SystemTime>,
     /// Wall time spent recording.
     pub elapsed: Duration,
     /// Sum of the target's pauses.
     pub paused: Duration,
+}
+
+impl Profile {
+    /// The frames of `stack`, outermost first: root pseudo-frames, then each
+    /// location's source frames (inlined callees after their callers), then
+    /// the state pseudo-frame.
+    pub fn frames<'a>(&'a self, stack: &'a Stack) -> impl Iterator<Item = FrameRef<'a>> + 'a {
+        let pseudo = |name: &'a Arc<str>| FrameRef {
+            function: name,
+            file: "",
+            line: 0,
+        };
+        let lines = stack
+            .locations
+            .iter()
+            .rev()
+            .filter_map(|&i| self.locations.get(i as usize))
+            .flat_map(|loc| loc.lines.iter().rev())
+            .map(|l| FrameRef {
+                function: &l.function,
+                file: &l.file,
+                line: l.line,
+            });
+        stack
+            .roots
+            .iter()
+            .map(pseudo)
+            .chain(lines)
+            .chain(stack.state.iter().map(pseudo))
+    }
 }
 
 /// Samples `target` until the duration elapses, `stop()` returns true, or
@@ -66,10 +150,8 @@ pub fn record(
 ) -> (Profile, StopReason) {
     let interval = Duration::from_secs_f64(1.0 / options.rate.max(0.001));
     let started = Instant::now();
-    let mut profile = Profile {
-        started: Some(std::time::SystemTime::now()),
-        ..Profile::default()
-    };
+    let mut sampler = Sampler::new(target, options);
+    sampler.profile.started = Some(SystemTime::now());
     let mut next = started;
     let reason = loop {
         if stop() {
@@ -78,7 +160,7 @@ pub fn record(
         if options.duration.is_some_and(|d| started.elapsed() >= d) {
             break StopReason::Duration;
         }
-        match sample_once(target, &mut profile) {
+        match sampler.sample_once() {
             Ok(()) => {}
             Err(Error::NoSuchProcess(_) | Error::ProcessExited { .. } | Error::Zombie(_)) => {
                 break StopReason::TargetExited;
@@ -87,13 +169,14 @@ pub fn record(
                 if !target.process.is_alive() {
                     break StopReason::TargetExited;
                 }
-                profile.errors += 1;
-                profile.last_error = Some(e.to_string());
+                sampler.profile.errors += 1;
+                sampler.profile.last_error = Some(e.to_string());
             }
         }
+        let profile = &mut sampler.profile;
         profile.samples += 1;
         profile.elapsed = started.elapsed();
-        progress(&profile);
+        progress(profile);
         // Fixed-rate schedule; when behind, skip ahead instead of bursting.
         next += interval;
         let now = Instant::now();
@@ -103,39 +186,286 @@ pub fn record(
             next = now;
         }
     };
+    let mut profile = sampler.profile;
     profile.elapsed = started.elapsed();
     (profile, reason)
 }
 
-fn sample_once(target: &Target, profile: &mut Profile) -> Result<()> {
-    let snapshot = Snapshot::take_running(target)?;
-    profile.paused += snapshot.pause.unwrap_or_default();
-    let reports = goroutines::reports(
-        target,
-        &snapshot,
-        ReportOptions {
-            labels: false,
-            ..ReportOptions::default()
-        },
-    );
-    for report in reports
-        .iter()
-        .filter(|r| r.status == GStatus::Running && !r.system)
-    {
-        let stack: Vec<SampledFrame> = report
-            .frames
-            .iter()
-            .rev()
-            .filter(|f| !f.hidden)
-            .map(|f| SampledFrame {
-                function: Arc::clone(&f.function),
-                file: Arc::clone(&f.file),
-                line: f.line,
-            })
-            .collect();
-        if !stack.is_empty() {
-            *profile.stacks.entry(stack).or_insert(0) += 1;
+/// How often the label cache is emptied: label sets are immutable, but the
+/// memory of one that is no longer used can be reused for another.
+const LABEL_CACHE_SAMPLES: u64 = 100;
+
+/// What is kept from one sample to the next.
+struct Sampler<'t> {
+    target: &'t Target,
+    options: SamplerOptions,
+    unwinder: Unwinder<'t>,
+    /// Reused for every goroutine's physical frames.
+    physical: Vec<PhysicalFrame>,
+    /// Reused for one pc's source frames.
+    source: Vec<SourceFrame<'t>>,
+    /// Location index by (pc, pc used for line lookup).
+    location_ids: PcMap<(u64, u64), Option<u32>>,
+    names: HashMap<&'t str, Arc<str>>,
+    files: HashMap<&'t str, Arc<str>>,
+    /// Whether a goroutine is the runtime's own, by `g.startpc`.
+    system: PcMap<u64, bool>,
+    /// Labels by (`g.labels`, state, wait reason).
+    labels: HashMap<(u64, &'static str, Option<&'static str>), Labels>,
+    /// Index in `profile.stacks` of each stack.
+    stack_ids: HashMap<Arc<Stack>, usize>,
+    /// Goroutines that were not running at a recent sample, by `g` address.
+    parked: PcMap<u64, Parked>,
+    profile: Profile,
+}
+
+/// Where a goroutine that is not running stopped. While this stays the same
+/// its stack cannot have changed: `g.trackingSeq` changes whenever it runs
+/// (Go 1.17+; before that nothing is cached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ParkedAt {
+    goid: u64,
+    status: GStatus,
+    wait_reason: u8,
+    tracking_seq: u8,
+    stack_lo: u64,
+    sched_sp: u64,
+    sched_pc: u64,
+    syscall_sp: u64,
+    labels: u64,
+    thread: u64,
+}
+
+/// A goroutine seen not running, and its stack then.
+struct Parked {
+    at: ParkedAt,
+    /// Index in `profile.stacks`.
+    stack_id: usize,
+    /// The sample it was last seen in.
+    seen: u64,
+}
+
+impl ParkedAt {
+    fn of(g: &Goroutine) -> Option<ParkedAt> {
+        Some(ParkedAt {
+            goid: g.goid,
+            status: g.status,
+            wait_reason: g.wait_reason,
+            tracking_seq: g.tracking_seq?,
+            stack_lo: g.stack_lo,
+            sched_sp: g.sched_sp,
+            sched_pc: g.sched_pc,
+            syscall_sp: g.syscall_sp,
+            labels: g.labels,
+            thread: g.m,
+        })
+    }
+}
+
+impl<'t> Sampler<'t> {
+    fn new(target: &'t Target, options: SamplerOptions) -> Sampler<'t> {
+        Sampler {
+            target,
+            options,
+            unwinder: Unwinder::new(
+                &target.binary.pclntab,
+                target.bias,
+                unwind::DEFAULT_MAX_DEPTH,
+            ),
+            physical: Vec::new(),
+            source: Vec::new(),
+            location_ids: PcMap::default(),
+            names: HashMap::new(),
+            files: HashMap::new(),
+            system: PcMap::default(),
+            labels: HashMap::new(),
+            stack_ids: HashMap::new(),
+            parked: PcMap::default(),
+            profile: Profile {
+                idle: options.idle,
+                ..Profile::default()
+            },
         }
     }
-    Ok(())
+
+    /// Takes one snapshot and counts the stacks it holds.
+    fn sample_once(&mut self) -> Result<()> {
+        let target = self.target;
+        let snapshot = if self.options.idle {
+            let parked = &self.parked;
+            Snapshot::take_with(target, SnapshotOptions::default(), &|g| {
+                !parked
+                    .get(&g.addr)
+                    .is_some_and(|p| Some(p.at) == ParkedAt::of(g))
+            })?
+        } else {
+            Snapshot::take_running(target)?
+        };
+        self.profile.paused += snapshot.pause.unwrap_or_default();
+        let sample = self.profile.samples;
+        if sample % LABEL_CACHE_SAMPLES == 0 {
+            self.labels.clear();
+        }
+
+        for g in &snapshot.goroutines {
+            let running = g.status == GStatus::Running;
+            if !running && (!self.options.idle || self.is_system(g.start_pc)) {
+                continue;
+            }
+            let at = (!running).then(|| ParkedAt::of(g)).flatten();
+            // A goroutine parked where it was last time: same stack.
+            if let Some(parked) = self.parked.get_mut(&g.addr) {
+                if at == Some(parked.at) {
+                    parked.seen = sample;
+                    self.profile.stacks[parked.stack_id].1 += 1;
+                    continue;
+                }
+            }
+            let Some(stack) = self.stack_of(g, &snapshot) else {
+                continue;
+            };
+            let stack_id = self.count(stack);
+            if let Some(at) = at {
+                self.parked.insert(
+                    g.addr,
+                    Parked {
+                        at,
+                        stack_id,
+                        seen: sample,
+                    },
+                );
+            }
+        }
+        self.parked.retain(|_, p| p.seen == sample);
+        Ok(())
+    }
+
+    /// Counts one sample of `stack`; returns its index in `profile.stacks`.
+    fn count(&mut self, stack: Stack) -> usize {
+        if let Some(&id) = self.stack_ids.get(&stack) {
+            self.profile.stacks[id].1 += 1;
+            return id;
+        }
+        let stack = Arc::new(stack);
+        let id = self.profile.stacks.len();
+        self.profile.stacks.push((stack.clone(), 1));
+        self.stack_ids.insert(stack, id);
+        id
+    }
+
+    /// Unwinds and symbolizes `g`; `None` if nothing could be unwound.
+    fn stack_of(&mut self, g: &Goroutine, snapshot: &Snapshot) -> Option<Stack> {
+        let start = unwind::start_state(g, snapshot.thread_view(g).as_ref()).ok()?;
+        self.unwinder
+            .unwind_into(&start, &snapshot.stacks, &mut self.physical);
+        let physical = std::mem::take(&mut self.physical);
+        let locations: Vec<u32> = physical.iter().filter_map(|p| self.location(p)).collect();
+        self.physical = physical;
+        if locations.is_empty() {
+            return None;
+        }
+
+        let mut roots = Vec::new();
+        let thread = matches!(g.status, GStatus::Running | GStatus::Syscall)
+            .then(|| snapshot.machines.iter().find(|m| m.addr == g.m))
+            .flatten()
+            .map(|m| m.tid);
+        if self.options.threads {
+            roots.push(match thread {
+                Some(tid) => format!("thread {tid}").into(),
+                None => "[no thread]".into(),
+            });
+        }
+        if self.options.goroutines {
+            roots.push(format!("goroutine {}", g.goid).into());
+        }
+        let wait_reason = matches!(g.status, GStatus::Waiting | GStatus::Leaked)
+            .then(|| runtime::wait_reason_name(&self.target.binary.go_version, g.wait_reason))
+            .flatten();
+        let state = (g.status != GStatus::Running)
+            .then(|| format!("[{}]", wait_reason.unwrap_or(g.status.name())).into());
+        Some(Stack {
+            roots,
+            locations,
+            state,
+            labels: self.labels_of(g, wait_reason),
+        })
+    }
+
+    /// The location of physical frame `p`, symbolized on first sight;
+    /// `None` for `runtime.goexit`, the root of every goroutine, which says
+    /// nothing.
+    fn location(&mut self, p: &PhysicalFrame) -> Option<u32> {
+        if let Some(&id) = self.location_ids.get(&(p.pc, p.sym_pc)) {
+            return id;
+        }
+        let pclntab = &self.target.binary.pclntab;
+        if pclntab.func_name(&p.func) == "runtime.goexit" {
+            self.location_ids.insert((p.pc, p.sym_pc), None);
+            return None;
+        }
+        self.source.clear();
+        pclntab.source_frames(&p.func, p.sym_pc, &mut self.source);
+        let mut lines = Vec::with_capacity(self.source.len());
+        for sf in std::mem::take(&mut self.source) {
+            lines.push(SourceLine {
+                function: self
+                    .names
+                    .entry(sf.function)
+                    .or_insert_with(|| name_for_print(sf.function).into())
+                    .clone(),
+                file: self
+                    .files
+                    .entry(sf.file)
+                    .or_insert_with(|| sf.file.into())
+                    .clone(),
+                line: sf.line,
+                start_line: sf.start_line,
+            });
+        }
+        let id = self.profile.locations.len() as u32;
+        self.profile.locations.push(Location {
+            address: p.pc,
+            lines,
+        });
+        self.location_ids.insert((p.pc, p.sym_pc), Some(id));
+        Some(id)
+    }
+
+    /// `g`'s pprof labels plus `goroutine_state` and `wait_reason`.
+    fn labels_of(&mut self, g: &Goroutine, wait_reason: Option<&'static str>) -> Labels {
+        let key = (g.labels, g.status.name(), wait_reason);
+        if let Some(labels) = self.labels.get(&key) {
+            return labels.clone();
+        }
+        let mut labels: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        if g.labels != 0 {
+            labels.extend(
+                read_labels(&self.target.memory, &self.target.binary, g.labels)
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into())),
+            );
+        }
+        labels.push(("goroutine_state".into(), g.status.name().into()));
+        if let Some(reason) = wait_reason {
+            labels.push(("wait_reason".into(), reason.into()));
+        }
+        labels.sort();
+        let labels: Labels = labels.into();
+        self.labels.insert(key, labels.clone());
+        labels
+    }
+
+    /// Whether the goroutine starting at `start_pc` is the runtime's own.
+    fn is_system(&mut self, start_pc: u64) -> bool {
+        let pclntab = &self.target.binary.pclntab;
+        let bias = self.target.bias;
+        *self.system.entry(start_pc).or_insert_with(|| {
+            let name = pclntab
+                .find_func(start_pc.wrapping_sub(bias))
+                .map(|f| pclntab.func_name(&f))
+                .unwrap_or("");
+            runtime::is_system_goroutine(name)
+        })
+    }
 }

@@ -16,7 +16,7 @@
 //! pause does not grow with the number of goroutines. Decoding and
 //! unwinding happen afterwards.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -24,7 +24,7 @@ use crate::process::memory::{Memory, MemorySnapshot};
 use crate::process::ptrace::{self, Pause};
 use crate::runtime::{GStatus, Goroutine, Machine};
 use crate::target::Target;
-use crate::unwind::{StackBounds, ThreadRegisters, ThreadView};
+use crate::unwind::{PcSet, StackBounds, ThreadRegisters, ThreadView};
 
 /// More goroutines than this in `allgs` means the slice header was misread.
 const MAX_GOROUTINES: u64 = 20_000_000;
@@ -68,12 +68,23 @@ pub struct Snapshot {
     pub monotonic_ns: i64,
     /// Goroutines (by `g` address) that changed while being read without a
     /// pause; their stacks cannot be trusted.
-    pub unstable: HashSet<u64>,
+    pub unstable: PcSet<u64>,
 }
 
 impl Snapshot {
     /// Takes a snapshot of `target`.
     pub fn take(target: &Target, options: SnapshotOptions) -> Result<Snapshot> {
+        Snapshot::take_with(target, options, &|_| true)
+    }
+
+    /// Like [`Snapshot::take`], but copies the stack of a goroutine that is
+    /// not running only if `needs_stack` says so: a sampler that already
+    /// unwound a goroutine parked in the same place skips it.
+    pub fn take_with(
+        target: &Target,
+        options: SnapshotOptions,
+        needs_stack: &dyn Fn(&Goroutine) -> bool,
+    ) -> Result<Snapshot> {
         let mem = &target.memory;
         let blocking = !options.nonblocking;
 
@@ -87,27 +98,29 @@ impl Snapshot {
         state.monotonic_ns = monotonic_now_ns();
 
         // The target runs again: every goroutine, and parked ones' stacks.
-        let captured: HashSet<u64> = state.goroutines.iter().map(|g| g.addr).collect();
+        let captured: PcSet<u64> = state.goroutines.iter().map(|g| g.addr).collect();
         let mut g_bytes = MemorySnapshot::new();
         let others: Vec<Goroutine> = read_goroutines(target, &mut g_bytes)?
             .into_iter()
             .filter(|g| !captured.contains(&g.addr))
             .collect();
         drop(g_bytes);
-        let mut changed: HashSet<u64> = HashSet::new();
+        let mut changed: PcSet<u64> = PcSet::default();
+        let mut copied = Vec::new();
         for g in &others {
             if is_running(g) {
                 changed.insert(g.addr);
-            } else {
+            } else if needs_stack(g) {
                 request_stack(&mut stacks, g, &[g.sched_sp, g.syscall_sp]);
+                copied.push(g.clone());
             }
         }
         stacks.fetch(mem)?;
-        changed.extend(changed_goroutines(target, &others)?);
+        changed.extend(changed_goroutines(target, &copied)?);
         state.goroutines.extend(others);
 
         let mut recopied = MemorySnapshot::new();
-        let mut unstable = HashSet::new();
+        let mut unstable = PcSet::default();
         if !changed.is_empty() {
             if blocking {
                 let pause = ptrace::pause(target.pid())?;
@@ -143,7 +156,7 @@ impl Snapshot {
                 recopied: MemorySnapshot::new(),
             },
             Some(paused_for),
-            HashSet::new(),
+            PcSet::default(),
         ))
     }
 
@@ -232,7 +245,7 @@ impl RuntimeState {
         self,
         stacks: StackMemory,
         pause: Option<Duration>,
-        unstable: HashSet<u64>,
+        unstable: PcSet<u64>,
     ) -> Snapshot {
         Snapshot {
             goroutines: self.goroutines,
@@ -377,7 +390,7 @@ fn thread_contexts(
 
 /// The goroutines (by `g` address) whose status or saved stack pointers
 /// differ from `before` when read again.
-fn changed_goroutines(target: &Target, before: &[Goroutine]) -> Result<HashSet<u64>> {
+fn changed_goroutines(target: &Target, before: &[Goroutine]) -> Result<PcSet<u64>> {
     let layout = &target.binary.layout;
     let g_len = layout.g_read_len() as usize;
     let mut again = MemorySnapshot::new();
@@ -414,7 +427,7 @@ fn same_place(a: &Goroutine, b: &Goroutine) -> bool {
 fn recopy(
     target: &Target,
     pause: &Pause,
-    changed: &HashSet<u64>,
+    changed: &PcSet<u64>,
     state: &mut RuntimeState,
     recopied: &mut MemorySnapshot,
 ) -> Result<()> {

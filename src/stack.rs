@@ -178,6 +178,7 @@ impl<'a> Symbolizer<'a> {
                     line: 0,
                     inlined: false,
                     is_wrapper: false,
+                    start_line: 0,
                 });
             }
             let expanded = source

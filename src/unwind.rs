@@ -7,7 +7,7 @@
 //! in its prologue or in a frameless leaf.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::binary::pclntab::{FUNC_FLAG_SPWRITE, FUNC_FLAG_TOPFRAME};
@@ -20,6 +20,9 @@ use crate::runtime::{GStatus, Goroutine, Machine};
 /// more per frame of every goroutine, where SipHash would be a good part of
 /// the cost.
 pub type PcMap<K, V> = HashMap<K, V, BuildHasherDefault<PcHasher>>;
+
+/// A set of pcs or addresses, hashed like [`PcMap`].
+pub type PcSet<K> = HashSet<K, BuildHasherDefault<PcHasher>>;
 
 /// The multiply-rotate hash of rustc's `FxHasher`: fast for integer keys,
 /// not resistant to crafted collisions (a hostile target can at worst make

@@ -95,6 +95,7 @@ pub fn read_layout_from_bytes(data: &[u8]) -> Result<Layout, String> {
             gopc: g.req("gopc")?,
             startpc: g.req("startpc")?,
             labels: g.req("labels")?,
+            tracking_seq: g.opt("trackingSeq"),
         },
         gobuf: GobufLayout {
             sp: gobuf.req("sp")?,

@@ -3,16 +3,21 @@
 mod dump;
 mod record;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::{Parser, Subcommand};
 
-/// Set by the Ctrl-C handler; long-running commands poll it.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Counted by the Ctrl-C handler; long-running commands poll it.
+static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether the user pressed Ctrl-C (SIGINT) or sent SIGTERM.
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::Relaxed)
+    interrupts() > 0
+}
+
+/// How many times the user pressed Ctrl-C (or sent SIGTERM).
+pub fn interrupts() -> usize {
+    INTERRUPTS.load(Ordering::Relaxed)
 }
 
 #[derive(Parser)]
@@ -33,8 +38,8 @@ struct Cli {
 enum Command {
     /// Print every goroutine's stack once, like the Go runtime's traceback.
     Dump(dump::DumpArgs),
-    /// Sample the goroutines running on a CPU and write a flamegraph or
-    /// folded stacks.
+    /// Sample a running (or launched) Go program and write a flamegraph,
+    /// pprof, folded or speedscope profile.
     Record(record::RecordArgs),
 }
 
@@ -43,7 +48,9 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     // Ctrl-C must never leave the target stopped: the handler only sets a
     // flag, and the thread that paused the target resumes it before exiting.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
+    let _ = ctrlc::set_handler(|| {
+        INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    });
     let result = match cli.command {
         Command::Dump(args) => dump::run(args),
         Command::Record(args) => record::run(args),

@@ -3,8 +3,10 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -38,10 +40,19 @@ impl Format {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sudo gospy record --pid 1234 -o flame.svg\n  \
+    sudo gospy record --pid 1234 -d 30 -f pprof -o cpu.pb.gz && go tool pprof -top cpu.pb.gz\n  \
+    gospy record --idle -f folded -o wall.txt -- ./server -addr 127.0.0.1:8080")]
 pub struct RecordArgs {
     /// PID of the Go process to profile.
-    #[arg(short, long)]
-    pid: i32,
+    #[arg(
+        short,
+        long,
+        required_unless_present = "command",
+        conflicts_with = "command"
+    )]
+    pid: Option<i32>,
     /// Samples per second.
     #[arg(short, long, default_value_t = 100.0)]
     rate: f64,
@@ -54,6 +65,26 @@ pub struct RecordArgs {
     /// Output file (default: gospy-PID-TIMESTAMP.EXT).
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Also sample goroutines that are not running, under a leaf frame
+    /// naming their state (e.g. `[chan receive]`): a wall-clock profile.
+    #[arg(long)]
+    idle: bool,
+    /// Add a root frame naming each goroutine's OS thread.
+    #[arg(long)]
+    threads: bool,
+    /// Add a root frame naming each goroutine (`goroutine 17`).
+    #[arg(long)]
+    goroutines: bool,
+    /// Launch this program (with its arguments, after `--`) and profile it
+    /// from its start; gospy exits with its exit status.
+    #[arg(last = true, value_name = "PROGRAM")]
+    command: Vec<String>,
+}
+
+/// The program gospy started, in launch mode.
+struct Launched {
+    child: Child,
+    command_line: String,
 }
 
 pub fn run(args: RecordArgs) -> Result<i32> {
@@ -62,17 +93,105 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             "--rate must be between 0 and 10000 samples per second".into(),
         ));
     }
-    let target = Target::attach(args.pid)?;
+    if args.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+        return Err(Error::Other(
+            "--duration must be a positive number of seconds".into(),
+        ));
+    }
+    let mut launched = match args.command.split_first() {
+        Some((program, rest)) => Some(launch(program, rest)?),
+        None => None,
+    };
+    let pid = match (&launched, args.pid) {
+        (Some(l), _) => l.child.id() as i32,
+        (None, Some(pid)) => pid,
+        (None, None) => return Err(Error::Other("give --pid PID or -- PROGRAM ARGS".into())),
+    };
+    let result = record(&args, pid, launched.as_ref());
+    match launched.as_mut() {
+        Some(l) => {
+            // Say what went wrong now, not once the program has exited.
+            if let Err(e) = &result {
+                eprintln!("gospy: error: {e}");
+            }
+            let status = wait_for_child(l);
+            Ok(if result.is_ok() { status } else { 1 })
+        }
+        None => result,
+    }
+}
+
+/// Starts `program` with `args`, its standard streams shared with gospy.
+fn launch(program: &str, args: &[String]) -> Result<Launched> {
+    let child = Command::new(program)
+        .args(args)
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {program}"), e))?;
+    let command_line = std::iter::once(program)
+        .chain(args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(Launched {
+        child,
+        command_line,
+    })
+}
+
+/// Waits for the launched program after the profile is written, as `time`
+/// or `perf record` do; Ctrl-C stops waiting (after a grace period in which
+/// the program, which got the same SIGINT, may exit). Returns gospy's exit
+/// code: the program's own, or 128 + signal.
+fn wait_for_child(launched: &mut Launched) -> i32 {
+    let pid = launched.child.id();
+    let interrupts_before = super::interrupts();
+    let mut give_up_at = None;
+    let mut told = false;
+    loop {
+        match launched.child.try_wait() {
+            Ok(Some(status)) => {
+                if let Some(code) = status.code() {
+                    if code != 0 {
+                        eprintln!("gospy: {} exited with status {code}", launched.command_line);
+                    }
+                    return code;
+                }
+                let signal = status.signal().unwrap_or(0);
+                eprintln!(
+                    "gospy: {} was killed by signal {signal}",
+                    launched.command_line
+                );
+                return 128 + signal;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("gospy: waiting for process {pid}: {e}");
+                return 1;
+            }
+        }
+        if !told {
+            told = true;
+            eprintln!("gospy: waiting for process {pid} to exit (Ctrl-C to stop waiting)");
+        }
+        if give_up_at.is_none() && super::interrupts() > interrupts_before {
+            give_up_at = Some(Instant::now() + Duration::from_secs(2));
+        }
+        if give_up_at.is_some_and(|t| Instant::now() >= t) {
+            eprintln!("gospy: process {pid} is still running");
+            return 130;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Samples process `pid` and writes the profile.
+fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i32> {
+    let target = Target::attach(pid)?;
     let output = args.output.clone().unwrap_or_else(|| {
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        PathBuf::from(format!(
-            "gospy-{}-{stamp}.{}",
-            args.pid,
-            args.format.extension()
-        ))
+        PathBuf::from(format!("gospy-{pid}-{stamp}.{}", args.format.extension()))
     });
     // Fail on an unwritable path before sampling, not after.
     let file = File::create(&output)
@@ -91,6 +210,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         SamplerOptions {
             rate,
             duration: args.duration.map(Duration::from_secs_f64),
+            idle: args.idle,
+            threads: args.threads,
+            goroutines: args.goroutines,
         },
         &super::interrupted,
         &mut |p| {
@@ -110,10 +232,16 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     );
     bar.finish_and_clear();
 
+    let what = match launched {
+        Some(l) => format!("gospy record -- {} (pid {pid})", l.command_line),
+        None => format!(
+            "gospy record --pid {pid} ({})",
+            target.process.exe_display()
+        ),
+    };
     let title = format!(
-        "gospy record --pid {} ({}), {} Hz, {:.1} s, {} samples",
-        args.pid,
-        target.process.exe_display(),
+        "{what}, {}{} Hz, {:.1} s, {} samples",
+        if args.idle { "wall clock, " } else { "" },
         rate,
         profile.elapsed.as_secs_f64(),
         profile.samples
@@ -141,7 +269,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
 
     match reason {
-        StopReason::TargetExited => eprintln!("gospy: process {} exited", args.pid),
+        StopReason::TargetExited => eprintln!("gospy: process {pid} exited"),
         StopReason::Interrupted => eprintln!("gospy: interrupted"),
         StopReason::Duration => {}
     }

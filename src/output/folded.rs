@@ -7,15 +7,15 @@ use std::io::{self, Write};
 use crate::sampler::Profile;
 
 /// The folded lines of `profile`, sorted so that output is deterministic.
-/// Stacks that differ only in lines are one stack here.
+/// Stacks that differ only in lines or labels are one stack here.
 pub fn lines(profile: &Profile) -> Vec<String> {
     let mut by_names: HashMap<String, u64> = HashMap::new();
     for (stack, count) in &profile.stacks {
-        // `;` separates frames and a space precedes the count: neither may
-        // appear inside a frame name.
-        let frames: Vec<String> = stack
-            .iter()
-            .map(|f| f.function.replace(';', ":").replace(' ', "_"))
+        // `;` separates frames and a line is one stack: neither may appear
+        // inside a frame name. Spaces may (the count is after the last one).
+        let frames: Vec<String> = profile
+            .frames(stack)
+            .map(|f| f.function.replace(';', ":").replace('\n', " "))
             .collect();
         *by_names.entry(frames.join(";")).or_insert(0) += count;
     }

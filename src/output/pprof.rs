@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use flate2::write::GzEncoder;
@@ -53,18 +54,50 @@ impl Strings {
     }
 }
 
-/// Builds the pprof message for `profile`.
+/// Function ids by (name, file, start line).
+#[derive(Default)]
+struct Functions {
+    list: Vec<proto::Function>,
+    ids: HashMap<(String, String, u32), u64>,
+}
+
+impl Functions {
+    fn id(&mut self, strings: &mut Strings, name: &str, file: &str, start_line: u32) -> u64 {
+        let key = (name.to_string(), file.to_string(), start_line);
+        if let Some(&id) = self.ids.get(&key) {
+            return id;
+        }
+        let id = self.list.len() as u64 + 1;
+        self.list.push(proto::Function {
+            id,
+            name: strings.intern(name),
+            system_name: strings.intern(name),
+            filename: strings.intern(file),
+            start_line: start_line.into(),
+        });
+        self.ids.insert(key, id);
+        id
+    }
+}
+
+/// Builds the pprof message for `profile`: one Location per physical frame
+/// (with its inlined calls as further Lines, leaf first), one Function per
+/// name, file and start line; pseudo-frames (threads, goroutines, states)
+/// become Locations of their own without a mapping. Each sample carries the
+/// stack's labels.
 pub fn build(profile: &Profile, source: &PprofSource) -> proto::Profile {
     let mut strings = Strings::new();
     let value_type = |strings: &mut Strings, kind: &str, unit: &str| proto::ValueType {
         r#type: strings.intern(kind),
         unit: strings.intern(unit),
     };
+    // A wall-clock profile counts goroutine-time, not CPU time.
+    let time_kind = if profile.idle { "wall" } else { "cpu" };
     let sample_type = vec![
         value_type(&mut strings, "samples", "count"),
-        value_type(&mut strings, "cpu", "nanoseconds"),
+        value_type(&mut strings, time_kind, "nanoseconds"),
     ];
-    let period_type = Some(value_type(&mut strings, "cpu", "nanoseconds"));
+    let period_type = Some(value_type(&mut strings, time_kind, "nanoseconds"));
     let mapping = proto::Mapping {
         id: 1,
         filename: strings.intern(source.binary),
@@ -72,57 +105,77 @@ pub fn build(profile: &Profile, source: &PprofSource) -> proto::Profile {
         has_functions: true,
         has_filenames: true,
         has_line_numbers: true,
+        has_inline_frames: true,
         ..Default::default()
     };
 
-    let mut functions: Vec<proto::Function> = Vec::new();
-    let mut function_ids: HashMap<(&str, &str), u64> = HashMap::new();
-    let mut locations: Vec<proto::Location> = Vec::new();
-    let mut location_ids: HashMap<(u64, u32), u64> = HashMap::new();
-    let mut samples = Vec::with_capacity(profile.stacks.len());
+    let mut functions = Functions::default();
+    let mut locations: Vec<proto::Location> = profile
+        .locations
+        .iter()
+        .zip(1..)
+        .map(|(loc, id)| proto::Location {
+            id,
+            mapping_id: 1,
+            address: loc.address,
+            line: loc
+                .lines
+                .iter()
+                .map(|l| proto::Line {
+                    function_id: functions.id(&mut strings, &l.function, &l.file, l.start_line),
+                    line: l.line.into(),
+                    column: 0,
+                })
+                .collect(),
+            is_folded: false,
+        })
+        .collect();
+    let mut pseudo_ids: HashMap<Arc<str>, u64> = HashMap::new();
+    let mut pseudo =
+        |name: &Arc<str>, locations: &mut Vec<proto::Location>, strings: &mut Strings| {
+            *pseudo_ids.entry(name.clone()).or_insert_with(|| {
+                let id = locations.len() as u64 + 1;
+                locations.push(proto::Location {
+                    id,
+                    line: vec![proto::Line {
+                        function_id: functions.id(strings, name, "", 0),
+                        line: 0,
+                        column: 0,
+                    }],
+                    ..Default::default()
+                });
+                id
+            })
+        };
+
     // Deterministic output: samples in a stable order.
     let mut stacks: Vec<_> = profile.stacks.iter().collect();
     stacks.sort();
-    for (stack, &count) in stacks {
-        let mut location_id = Vec::with_capacity(stack.len());
-        // pprof lists the leaf first; our stacks are outermost first.
-        for frame in stack.iter().rev() {
-            let function_id = *function_ids
-                .entry((&frame.function, &frame.file))
-                .or_insert_with(|| {
-                    let id = functions.len() as u64 + 1;
-                    functions.push(proto::Function {
-                        id,
-                        name: strings.intern(&frame.function),
-                        system_name: strings.intern(&frame.function),
-                        filename: strings.intern(&frame.file),
-                        start_line: 0,
-                    });
-                    id
-                });
-            let id = *location_ids
-                .entry((function_id, frame.line))
-                .or_insert_with(|| {
-                    let id = locations.len() as u64 + 1;
-                    locations.push(proto::Location {
-                        id,
-                        mapping_id: 1,
-                        address: 0,
-                        line: vec![proto::Line {
-                            function_id,
-                            line: frame.line as i64,
-                            column: 0,
-                        }],
-                        is_folded: false,
-                    });
-                    id
-                });
-            location_id.push(id);
+    let mut samples = Vec::with_capacity(stacks.len());
+    for (stack, count) in stacks {
+        let count = *count;
+        // pprof lists the leaf first.
+        let mut location_id = Vec::with_capacity(stack.locations.len() + 3);
+        if let Some(state) = &stack.state {
+            location_id.push(pseudo(state, &mut locations, &mut strings));
         }
+        location_id.extend(stack.locations.iter().map(|&i| u64::from(i) + 1));
+        for root in stack.roots.iter().rev() {
+            location_id.push(pseudo(root, &mut locations, &mut strings));
+        }
+        let label = stack
+            .labels
+            .iter()
+            .map(|(key, value)| proto::Label {
+                key: strings.intern(key),
+                str: strings.intern(value),
+                ..Default::default()
+            })
+            .collect();
         samples.push(proto::Sample {
             location_id,
             value: vec![count as i64, count as i64 * source.period_ns],
-            label: Vec::new(),
+            label,
         });
     }
 
@@ -136,7 +189,7 @@ pub fn build(profile: &Profile, source: &PprofSource) -> proto::Profile {
         sample: samples,
         mapping: vec![mapping],
         location: locations,
-        function: functions,
+        function: functions.list,
         string_table: strings.table,
         time_nanos,
         duration_nanos: profile.elapsed.as_nanos() as i64,

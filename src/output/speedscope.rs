@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::sampler::{Profile, SampledFrame};
+use crate::sampler::{FrameRef, Profile};
 
 #[derive(Serialize)]
 struct File<'a> {
@@ -27,8 +27,15 @@ struct Shared<'a> {
 #[derive(Serialize)]
 struct Frame<'a> {
     name: &'a str,
+    /// Pseudo-frames (threads, goroutine states) have neither.
+    #[serde(skip_serializing_if = "str::is_empty")]
     file: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
     line: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -46,19 +53,20 @@ struct SampledProfile {
 /// Writes `profile` as a speedscope file named `title`.
 pub fn write(out: &mut dyn Write, profile: &Profile, title: &str) -> io::Result<()> {
     let mut frames: Vec<Frame> = Vec::new();
-    let mut index: HashMap<&SampledFrame, usize> = HashMap::new();
+    let mut index: HashMap<FrameRef, usize> = HashMap::new();
     let mut stacks: Vec<_> = profile.stacks.iter().collect();
     stacks.sort();
     let mut samples = Vec::with_capacity(stacks.len());
     let mut weights = Vec::with_capacity(stacks.len());
-    for (stack, &count) in stacks {
-        let sample = stack
-            .iter()
+    for (stack, count) in stacks {
+        let count = *count;
+        let sample = profile
+            .frames(stack)
             .map(|f| {
                 *index.entry(f).or_insert_with(|| {
                     frames.push(Frame {
-                        name: &f.function,
-                        file: &f.file,
+                        name: f.function,
+                        file: f.file,
                         line: f.line,
                     });
                     frames.len() - 1

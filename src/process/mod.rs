@@ -19,6 +19,7 @@
 
 pub mod maps;
 pub mod memory;
+pub mod perf;
 pub mod ptrace;
 
 use std::path::PathBuf;
