@@ -35,9 +35,15 @@ fn temp_path(name: &str) -> PathBuf {
 /// 2-core machine two of them plus gospy would distort the measured split
 /// (a descheduled thread keeps its Go status "running" at a stale pc).
 fn start_exclusive(bin: &std::path::Path) -> (std::sync::MutexGuard<'static, ()>, Target) {
-    static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let guard = start_exclusive_lock();
     (guard, Target::start(bin, &[]))
+}
+
+/// The lock [`start_exclusive`] holds, for tests that start their target
+/// themselves.
+fn start_exclusive_lock() -> std::sync::MutexGuard<'static, ()> {
+    static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs `gospy record --pid PID --duration SECONDS --format FORMAT -o OUT
@@ -45,6 +51,16 @@ fn start_exclusive(bin: &std::path::Path) -> (std::sync::MutexGuard<'static, ()>
 /// gospy's output if it failed, wrote nothing, took far from `seconds`, or
 /// did not report "collected N samples".
 fn record(pid: u32, seconds: u32, format: &str, extra: &[&str]) -> Result<String, String> {
+    record_with_stderr(pid, seconds, format, extra).map(|(text, _)| text)
+}
+
+/// [`record`], also returning gospy's stderr.
+fn record_with_stderr(
+    pid: u32,
+    seconds: u32,
+    format: &str,
+    extra: &[&str],
+) -> Result<(String, String), String> {
     let out = temp_path(if format == "flamegraph" {
         "x.svg"
     } else {
@@ -98,7 +114,7 @@ fn record(pid: u32, seconds: u32, format: &str, extra: &[&str]) -> Result<String
     if let Some(dir) = out.parent() {
         let _ = std::fs::remove_dir_all(dir);
     }
-    Ok(text)
+    Ok((text, String::from_utf8_lossy(&output.stderr).into_owned()))
 }
 
 /// N from a "collected N samples" line.
@@ -520,4 +536,320 @@ fn speedscope_matches_file_format_schema() {
         }
     }
     assert!(frames.iter().any(|f| f["name"] == WORK_A));
+}
+
+/// Whether `needle` (root first) is a subsequence of `frames`.
+fn is_subsequence(needle: &[String], frames: &[String]) -> bool {
+    let mut rest = frames.iter();
+    needle.iter().all(|n| rest.any(|f| f == n))
+}
+
+/// `--idle` on the `parked` fixture: every goroutine the runtime's own
+/// traceback shows parked is in the profile, with the frames the runtime
+/// prints (in order, among gospy's which add runtime internals) and a leaf
+/// frame naming its state; the extra parked goroutines are counted once per
+/// sample each. For every toolchain.
+fn idle_profile(tc: &Toolchain) -> Result<(), String> {
+    const EXTRA: usize = 300;
+    let bin = build_fixture("parked", tc, BuildMode::Default);
+    let _cpu = start_exclusive_lock();
+    let mut target = Target::start(&bin, &["-goroutines", &EXTRA.to_string()]);
+    let truth = target.ground_truth();
+    let (text, stderr) =
+        record_with_stderr(target.pid(), 1, "folded", &["--idle", "--rate", "50"])?;
+    let stacks = parse_folded(&text)?;
+    let samples = collected_samples(&stderr).unwrap_or(0);
+    if !stderr.contains("(0 errors") || samples < 10 {
+        return Err(format!("{samples} samples with errors:\n{stderr}"));
+    }
+    let leaf_state = |s: &Folded| -> Option<String> {
+        let leaf = s.frames.last()?;
+        Some(leaf.strip_prefix('[')?.strip_suffix(']')?.to_string())
+    };
+    // The extra goroutines never move: each is in every sample.
+    for f in ["main.extraParkA", "main.extraParkB", "main.extraParkC"] {
+        let expected = truth.iter().filter(|g| g.has_function(f)).count() as u64 * samples;
+        let got: u64 = stacks
+            .iter()
+            .filter(|s| has_frame(s, f) && leaf_state(s).as_deref() == Some("chan receive"))
+            .map(|s| s.count)
+            .sum();
+        if got != expected || expected == 0 {
+            return Err(format!(
+                "{f} under [chan receive]: {got} goroutine samples, expected {expected}:\n{text}"
+            ));
+        }
+    }
+    for g in &truth {
+        // Running and runnable goroutines move between the ground truth and
+        // the recording.
+        if matches!(g.state.as_str(), "running" | "runnable") {
+            continue;
+        }
+        let state = g.state.trim_end_matches(" (leaked)");
+        // The runtime prints runtime.gopanic as `panic`; profiles keep the
+        // function's name.
+        let wanted: Vec<String> = g
+            .frames
+            .iter()
+            .rev()
+            .map(|f| match f.function.as_str() {
+                "panic" => "runtime.gopanic".to_string(),
+                name => name.to_string(),
+            })
+            .collect();
+        let found = stacks
+            .iter()
+            .any(|s| leaf_state(s).as_deref() == Some(state) && is_subsequence(&wanted, &s.frames));
+        if !found {
+            return Err(format!(
+                "goroutine {} [{}] with frames {wanted:?} (root first) is not in the idle profile:\n{text}",
+                g.goid, g.state
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn idle_profile_shows_parked_goroutines_under_their_state() {
+    let failures: Vec<String> = toolchains()
+        .iter()
+        .filter_map(|tc| {
+            idle_profile(tc)
+                .err()
+                .map(|e| format!("=== Go {}: {e}", tc.version))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Runs `go tool pprof ARGS FILE` with toolchain `tc`; its stdout.
+fn go_tool_pprof(tc: &Toolchain, args: &[&str], file: &std::path::Path) -> String {
+    let out = std::process::Command::new(&tc.go)
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(file)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("go tool pprof");
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The share of value a `go tool pprof -tags` report gives `value` of `key`.
+fn tag_percent(tags: &str, key: &str, value: &str) -> Option<f64> {
+    let section = tags.split(&format!(" {key}: Total")).nth(1)?;
+    section.lines().skip(1).find_map(|line| {
+        let (figures, name) = line.rsplit_once("): ")?;
+        if name.trim() != value {
+            return None;
+        }
+        figures
+            .split('(')
+            .nth(1)?
+            .trim()
+            .trim_end_matches('%')
+            .parse()
+            .ok()
+    })
+}
+
+/// Each sample carries the goroutine's own pprof labels and its state:
+/// `go tool pprof -tags` splits the fixture's chain=A / chain=B labels 3:1,
+/// and `-tagfocus chain=B` keeps only workB.
+#[test]
+fn pprof_labels_match_the_fixture_and_filter_with_tagfocus() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let (_cpu, target) = start_exclusive(&bin);
+    let path = temp_path("labels.pb.gz");
+    let out = run_gospy(&[
+        "record",
+        "--pid",
+        &target.pid().to_string(),
+        "-d",
+        "3",
+        "-r",
+        "200",
+        "-f",
+        "pprof",
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tags = go_tool_pprof(&tc, &["-tags"], &path);
+    let a = tag_percent(&tags, "chain", "A").unwrap_or_else(|| panic!("no chain=A:\n{tags}"));
+    let b = tag_percent(&tags, "chain", "B").unwrap_or_else(|| panic!("no chain=B:\n{tags}"));
+    assert!(
+        (a - 75.0).abs() <= 3.0 && (a + b - 100.0).abs() < 0.5,
+        "chain labels split {a}:{b}, expected 75:25:\n{tags}"
+    );
+    assert_eq!(
+        tag_percent(&tags, "goroutine_state", "running"),
+        Some(100.0),
+        "{tags}"
+    );
+    let focused = go_tool_pprof(&tc, &["-top", "-tagfocus", "chain=B"], &path);
+    let flat: Vec<&str> = focused
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert!(
+        flat.first() == Some(&WORK_B) && !flat.contains(&WORK_A),
+        "-tagfocus chain=B:\n{focused}"
+    );
+}
+
+/// pprof of an `--idle` recording: waiting goroutines carry `wait_reason`
+/// and their own labels; Functions have start lines and inlined calls share
+/// their caller's Location (go tool pprof -raw prints them indented under
+/// it).
+#[test]
+fn idle_pprof_has_wait_reasons_labels_start_lines_and_inlined_frames() {
+    let tc = newest_toolchain();
+    let bin = build_fixture("parked", &tc, BuildMode::Default);
+    let _cpu = start_exclusive_lock();
+    let target = Target::start(&bin, &["-goroutines", "30"]);
+    let path = temp_path("idle.pb.gz");
+    let out = run_gospy(&[
+        "record",
+        "--pid",
+        &target.pid().to_string(),
+        "--idle",
+        "-d",
+        "1",
+        "-r",
+        "50",
+        "-f",
+        "pprof",
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tags = go_tool_pprof(&tc, &["-tags"], &path);
+    for (key, value) in [
+        ("wait_reason", "chan receive"),
+        ("goroutine_state", "waiting"),
+        ("tier", "gold"),
+        ("worker", "7"),
+    ] {
+        assert!(
+            tag_percent(&tags, key, value).is_some(),
+            "no {key}={value}:\n{tags}"
+        );
+    }
+    let traces = go_tool_pprof(&tc, &["-traces", "-tagfocus", "tier=gold"], &path);
+    assert!(traces.contains("main.parkLabeled"), "{traces}");
+    let raw = go_tool_pprof(&tc, &["-raw"], &path);
+    let source = std::fs::read_to_string(fixtures_dir().join("parked/parkers.go")).unwrap();
+    let start_line = source
+        .lines()
+        .position(|l| l.starts_with("func extraParkA("))
+        .unwrap()
+        + 1;
+    assert!(
+        raw.lines()
+            .any(|l| l.contains("main.extraParkA ") && l.ends_with(&format!(" s={start_line}"))),
+        "no main.extraParkA with s={start_line} in -raw:\n{raw}"
+    );
+    // A Location line is "N: 0xADDR M=1 func file:line s=L"; inlined callers
+    // follow on indented lines without an address.
+    let inlined = raw
+        .lines()
+        .skip_while(|l| !l.starts_with("Locations"))
+        .any(|l| l.starts_with("             ") && l.contains("main."));
+    assert!(inlined, "no Location with inlined frames in -raw:\n{raw}");
+}
+
+/// `--threads` and `--goroutines` put the OS thread and the goroutine at the
+/// root of every stack: the fixture's one busy goroutine is goroutine 1 and
+/// its thread is one of the target's.
+#[test]
+fn threads_and_goroutines_root_frames() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let (_cpu, target) = start_exclusive(&bin);
+    let text = record(target.pid(), 1, "folded", &["--threads", "--goroutines"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", target.pid()))
+        .unwrap()
+        .map(|e| format!("thread {}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    let stacks = parse_folded(&text).unwrap_or_else(|e| panic!("{e}"));
+    for s in stacks
+        .iter()
+        .filter(|s| has_frame(s, WORK_A) || has_frame(s, WORK_B))
+    {
+        assert!(
+            tids.contains(&s.frames[0]) && s.frames[1] == "goroutine 1",
+            "stack {:?} does not start with one of {tids:?} and goroutine 1",
+            s.frames
+        );
+    }
+    assert!(stacks.iter().any(|s| has_frame(s, WORK_A)), "{text}");
+}
+
+/// `gospy record -- PROGRAM ARGS` profiles the program from its start,
+/// writes the profile when it exits and exits with its status.
+#[test]
+fn launch_mode_profiles_the_program_and_exits_with_its_status() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let _cpu = start_exclusive_lock();
+    let path = temp_path("launch.folded");
+    let out = run_gospy(&[
+        "record",
+        "-r",
+        "200",
+        "-f",
+        "folded",
+        "-o",
+        path.to_str().unwrap(),
+        "--",
+        bin.to_str().unwrap(),
+        "-for",
+        "2s",
+        "-exit",
+        "3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("exited with status 3"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("READY "),
+        "the program's stdout is gospy's"
+    );
+    let samples = collected_samples(&stderr).unwrap_or(0);
+    assert!(
+        samples >= 200,
+        "{samples} samples in 2 s at 200 Hz:\n{stderr}"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let stacks = parse_folded(&text).unwrap_or_else(|e| panic!("{e}"));
+    check_chain(&stacks, CHAIN_A, WORK_A).unwrap();
+    check_chain(&stacks, CHAIN_B, WORK_B).unwrap();
+}
+
+/// A program that cannot be started is a clear error.
+#[test]
+fn launch_mode_reports_a_missing_program() {
+    let out = run_gospy(&["record", "-o", "/dev/null", "--", "/nonexistent/prog"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("starting /nonexistent/prog"), "{stderr}");
 }
