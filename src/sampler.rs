@@ -303,7 +303,7 @@ impl<'t> Sampler<'t> {
         };
         self.profile.paused += snapshot.pause.unwrap_or_default();
         let sample = self.profile.samples;
-        if sample % LABEL_CACHE_SAMPLES == 0 {
+        if sample.is_multiple_of(LABEL_CACHE_SAMPLES) {
             self.labels.clear();
         }
 
