@@ -473,7 +473,7 @@ fn recopy(
 }
 
 /// Walks `runtime.allm` (newest first, linked by `m.alllink`).
-fn read_machines(target: &Target) -> Result<Vec<Machine>> {
+pub(crate) fn read_machines(target: &Target) -> Result<Vec<Machine>> {
     let layout = &target.binary.layout;
     let mem = &target.memory;
     let m_len = layout.m_read_len() as usize;

@@ -75,6 +75,11 @@ pub struct RecordArgs {
     /// Add a root frame naming each goroutine (`goroutine 17`).
     #[arg(long)]
     goroutines: bool,
+    /// Never stop the target: sample running goroutines with Linux perf
+    /// events (each thread every 1/RATE s of its CPU time) instead of
+    /// ptrace; needs perf events (root or CAP_PERFMON).
+    #[arg(long)]
+    nonblocking: bool,
     /// Launch this program (with its arguments, after `--`) and profile it
     /// from its start; gospy exits with its exit status.
     #[arg(last = true, value_name = "PROGRAM")]
@@ -205,7 +210,7 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
     bar.enable_steady_tick(Duration::from_millis(200));
     let rate = args.rate;
     let mut warned = false;
-    let (profile, reason) = sampler::record(
+    let recorded = sampler::record(
         &target,
         SamplerOptions {
             rate,
@@ -213,6 +218,7 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
             idle: args.idle,
             threads: args.threads,
             goroutines: args.goroutines,
+            nonblocking: args.nonblocking,
         },
         &super::interrupted,
         &mut |p| {
@@ -222,7 +228,9 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
                 "{:.1}s, {} samples, {} errors, {:.0}/s (Ctrl-C to stop)",
                 secs, p.samples, p.errors, achieved
             ));
-            if !warned && secs > 2.0 && achieved < rate * 0.9 {
+            // Without --idle, --nonblocking samples follow CPU use, not a clock.
+            let clocked = !args.nonblocking || args.idle;
+            if clocked && !warned && secs > 2.0 && achieved < rate * 0.9 {
                 warned = true;
                 bar.println(format!(
                     "gospy: warning: sampling is behind: {achieved:.0} samples/s of {rate} requested"
@@ -231,6 +239,7 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
         },
     );
     bar.finish_and_clear();
+    let (profile, reason) = recorded?;
 
     let what = match launched {
         Some(l) => format!("gospy record -- {} (pid {pid})", l.command_line),
@@ -272,6 +281,12 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
         StopReason::TargetExited => eprintln!("gospy: process {pid} exited"),
         StopReason::Interrupted => eprintln!("gospy: interrupted"),
         StopReason::Duration => {}
+    }
+    if profile.lost > 0 {
+        eprintln!(
+            "gospy: warning: the kernel dropped {} samples that gospy read too slowly",
+            profile.lost
+        );
     }
     eprintln!(
         "collected {} samples ({} errors{}) in {:.1} s; target paused {:.1} ms in total; wrote {}",

@@ -6,6 +6,8 @@
 //! once, into a [`Location`] with its inlined calls, which is what pprof
 //! wants and what keeps a long recording cheap.
 
+mod nonblocking;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,11 +15,12 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::binary::pclntab::SourceFrame;
 use crate::error::{Error, Result};
 use crate::goroutines::read_labels;
+use crate::process::memory::Memory;
 use crate::runtime::{self, GStatus, Goroutine};
 use crate::snapshot::{Snapshot, SnapshotOptions};
 use crate::stack::name_for_print;
 use crate::target::Target;
-use crate::unwind::{self, PcMap, PhysicalFrame, Unwinder};
+use crate::unwind::{self, PcMap, PhysicalFrame, StartState, Unwinder};
 
 /// How to sample.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +35,9 @@ pub struct SamplerOptions {
     pub threads: bool,
     /// Add a root frame naming the goroutine.
     pub goroutines: bool,
+    /// Never stop the target: on-CPU samples from perf events (see
+    /// [`nonblocking`]).
+    pub nonblocking: bool,
 }
 
 /// Why sampling ended.
@@ -101,6 +107,9 @@ pub struct Profile {
     pub samples: u64,
     /// Snapshots that failed (the error of the last one is kept).
     pub errors: u64,
+    /// Samples the kernel dropped because gospy read them too slowly
+    /// (`--nonblocking`).
+    pub lost: u64,
     pub last_error: Option<String>,
     /// When recording started.
     pub started: Option<SystemTime>,
@@ -141,54 +150,25 @@ impl Profile {
 }
 
 /// Samples `target` until the duration elapses, `stop()` returns true, or
-/// the target exits. `progress` is called after every sample.
+/// the target exits. `progress` is called after every sample. Fails only if
+/// sampling cannot start (`--nonblocking` without perf events).
 pub fn record(
     target: &Target,
     options: SamplerOptions,
     stop: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(&Profile),
-) -> (Profile, StopReason) {
-    let interval = Duration::from_secs_f64(1.0 / options.rate.max(0.001));
+) -> Result<(Profile, StopReason)> {
     let started = Instant::now();
     let mut sampler = Sampler::new(target, options);
     sampler.profile.started = Some(SystemTime::now());
-    let mut next = started;
-    let reason = loop {
-        if stop() {
-            break StopReason::Interrupted;
-        }
-        if options.duration.is_some_and(|d| started.elapsed() >= d) {
-            break StopReason::Duration;
-        }
-        match sampler.sample_once() {
-            Ok(()) => {}
-            Err(Error::NoSuchProcess(_) | Error::ProcessExited { .. } | Error::Zombie(_)) => {
-                break StopReason::TargetExited;
-            }
-            Err(e) => {
-                if !target.process.is_alive() {
-                    break StopReason::TargetExited;
-                }
-                sampler.profile.errors += 1;
-                sampler.profile.last_error = Some(e.to_string());
-            }
-        }
-        let profile = &mut sampler.profile;
-        profile.samples += 1;
-        profile.elapsed = started.elapsed();
-        progress(profile);
-        // Fixed-rate schedule; when behind, skip ahead instead of bursting.
-        next += interval;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now;
-        }
+    let reason = if options.nonblocking {
+        sampler.run_nonblocking(stop, progress)?
+    } else {
+        sampler.run_blocking(stop, progress)
     };
     let mut profile = sampler.profile;
     profile.elapsed = started.elapsed();
-    (profile, reason)
+    Ok((profile, reason))
 }
 
 /// How often the label cache is emptied: label sets are immutable, but the
@@ -288,31 +268,92 @@ impl<'t> Sampler<'t> {
         }
     }
 
-    /// Takes one snapshot and counts the stacks it holds.
+    /// The recording loop: one snapshot (one short pause) at a fixed rate.
+    fn run_blocking(
+        &mut self,
+        stop: &dyn Fn() -> bool,
+        progress: &mut dyn FnMut(&Profile),
+    ) -> StopReason {
+        let interval = Duration::from_secs_f64(1.0 / self.options.rate.max(0.001));
+        let started = Instant::now();
+        let mut next = started;
+        loop {
+            if stop() {
+                return StopReason::Interrupted;
+            }
+            if self
+                .options
+                .duration
+                .is_some_and(|d| started.elapsed() >= d)
+            {
+                return StopReason::Duration;
+            }
+            match self.sample_once() {
+                Ok(()) => {}
+                Err(Error::NoSuchProcess(_) | Error::ProcessExited { .. } | Error::Zombie(_)) => {
+                    return StopReason::TargetExited;
+                }
+                Err(e) => {
+                    if !self.target.process.is_alive() {
+                        return StopReason::TargetExited;
+                    }
+                    self.profile.errors += 1;
+                    self.profile.last_error = Some(e.to_string());
+                }
+            }
+            self.profile.samples += 1;
+            self.profile.elapsed = started.elapsed();
+            progress(&self.profile);
+            // Fixed-rate schedule; when behind, skip ahead instead of bursting.
+            next += interval;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now;
+            }
+        }
+    }
+
+    /// Takes one snapshot (one short pause) and counts the stacks it holds.
     fn sample_once(&mut self) -> Result<()> {
-        let target = self.target;
         let snapshot = if self.options.idle {
-            let parked = &self.parked;
-            Snapshot::take_with(target, SnapshotOptions::default(), &|g| {
-                !parked
-                    .get(&g.addr)
-                    .is_some_and(|p| Some(p.at) == ParkedAt::of(g))
-            })?
+            self.take_idle_snapshot(SnapshotOptions::default())?
         } else {
-            Snapshot::take_running(target)?
+            Snapshot::take_running(self.target)?
         };
         self.profile.paused += snapshot.pause.unwrap_or_default();
+        self.count_snapshot(&snapshot, true);
+        Ok(())
+    }
+
+    /// A snapshot of every goroutine, copying the stacks only of those not
+    /// parked where they were at the last sample.
+    fn take_idle_snapshot(&self, options: SnapshotOptions) -> Result<Snapshot> {
+        let parked = &self.parked;
+        Snapshot::take_with(self.target, options, &|g| {
+            !parked
+                .get(&g.addr)
+                .is_some_and(|p| Some(p.at) == ParkedAt::of(g))
+        })
+    }
+
+    /// Counts the goroutines of `snapshot` that are sampled: running ones
+    /// (if `running`), and with `--idle` every other one but the runtime's.
+    fn count_snapshot(&mut self, snapshot: &Snapshot, running: bool) {
         let sample = self.profile.samples;
         if sample.is_multiple_of(LABEL_CACHE_SAMPLES) {
             self.labels.clear();
         }
-
         for g in &snapshot.goroutines {
-            let running = g.status == GStatus::Running;
-            if !running && (!self.options.idle || self.is_system(g.start_pc)) {
+            let is_running = g.status == GStatus::Running;
+            if is_running && !running
+                || !is_running && (!self.options.idle || self.is_system(g.start_pc))
+                || snapshot.unstable.contains(&g.addr)
+            {
                 continue;
             }
-            let at = (!running).then(|| ParkedAt::of(g)).flatten();
+            let at = (!is_running).then(|| ParkedAt::of(g)).flatten();
             // A goroutine parked where it was last time: same stack.
             if let Some(parked) = self.parked.get_mut(&g.addr) {
                 if at == Some(parked.at) {
@@ -321,7 +362,7 @@ impl<'t> Sampler<'t> {
                     continue;
                 }
             }
-            let Some(stack) = self.stack_of(g, &snapshot) else {
+            let Some(stack) = self.stack_of(g, snapshot) else {
                 continue;
             };
             let stack_id = self.count(stack);
@@ -337,7 +378,6 @@ impl<'t> Sampler<'t> {
             }
         }
         self.parked.retain(|_, p| p.seen == sample);
-        Ok(())
     }
 
     /// Counts one sample of `stack`; returns its index in `profile.stacks`.
@@ -356,8 +396,23 @@ impl<'t> Sampler<'t> {
     /// Unwinds and symbolizes `g`; `None` if nothing could be unwound.
     fn stack_of(&mut self, g: &Goroutine, snapshot: &Snapshot) -> Option<Stack> {
         let start = unwind::start_state(g, snapshot.thread_view(g).as_ref()).ok()?;
-        self.unwinder
-            .unwind_into(&start, &snapshot.stacks, &mut self.physical);
+        let thread = matches!(g.status, GStatus::Running | GStatus::Syscall)
+            .then(|| snapshot.machines.iter().find(|m| m.addr == g.m))
+            .flatten()
+            .map(|m| m.tid);
+        self.stack_from(g, &start, &snapshot.stacks, thread)
+    }
+
+    /// Unwinds `g` from `start` reading stack memory from `mem`, and builds
+    /// its [`Stack`] (`thread`: the OS thread running it, if any).
+    fn stack_from(
+        &mut self,
+        g: &Goroutine,
+        start: &StartState,
+        mem: &dyn Memory,
+        thread: Option<u64>,
+    ) -> Option<Stack> {
+        self.unwinder.unwind_into(start, mem, &mut self.physical);
         let physical = std::mem::take(&mut self.physical);
         let locations: Vec<u32> = physical.iter().filter_map(|p| self.location(p)).collect();
         self.physical = physical;
@@ -366,10 +421,6 @@ impl<'t> Sampler<'t> {
         }
 
         let mut roots = Vec::new();
-        let thread = matches!(g.status, GStatus::Running | GStatus::Syscall)
-            .then(|| snapshot.machines.iter().find(|m| m.addr == g.m))
-            .flatten()
-            .map(|m| m.tid);
         if self.options.threads {
             roots.push(match thread {
                 Some(tid) => format!("thread {tid}").into(),

@@ -1,0 +1,212 @@
+//! `--nonblocking`: on-CPU samples without ever stopping the target.
+//!
+//! Linux perf events sample each thread of the target every `1/rate` seconds
+//! of its own CPU time and copy its registers and the top of its stack at
+//! that instant (`process::perf`). gospy then finds the goroutine the
+//! thread's M runs and unwinds from the copied stack; frames deeper than the
+//! copy are read from the live process (a goroutine's callers do not change
+//! while it runs in the frames above them). The goroutine is read a few
+//! milliseconds after the sample, so a sample whose stack pointer is not on
+//! that goroutine's stack (it switched meanwhile) is dropped.
+//!
+//! With `--idle`, the goroutines that are not running are added at the
+//! requested rate from snapshots read without a pause; those that move while
+//! being read are left out of that sample.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{Sampler, StopReason};
+use crate::error::{Error, Result};
+use crate::process::memory::Memory;
+use crate::process::perf::{PerfSample, PerfSampler};
+use crate::runtime::{GStatus, Goroutine, Machine};
+use crate::snapshot::{self, SnapshotOptions};
+use crate::unwind::{self, StackBounds, ThreadRegisters, ThreadView};
+
+/// Bytes of stack the kernel copies per sample: the live part of most
+/// goroutine stacks (which start at 8 KiB), at a cost of a memcpy in the
+/// target's context per sample.
+const STACK_COPY_BYTES: u32 = 16 << 10;
+/// How often the thread list (perf events) and the M list are refreshed.
+const REFRESH_EVERY: Duration = Duration::from_millis(250);
+/// Longest wait for perf samples, so that Ctrl-C and the duration are
+/// noticed promptly.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+
+/// Stack memory of one sample: the kernel's copy from `sp` up, then the
+/// live process.
+struct SampleMemory<'a> {
+    sp: u64,
+    copy: &'a [u8],
+    live: &'a dyn Memory,
+}
+
+impl Memory for SampleMemory<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let copied = addr
+            .checked_sub(self.sp)
+            .and_then(|off| usize::try_from(off).ok())
+            .and_then(|off| self.copy.get(off..off.checked_add(buf.len())?));
+        match copied {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                true
+            }
+            None => self.live.read(addr, buf),
+        }
+    }
+}
+
+impl Sampler<'_> {
+    /// The recording loop of `--nonblocking`; see the module docs.
+    pub(super) fn run_nonblocking(
+        &mut self,
+        stop: &dyn Fn() -> bool,
+        progress: &mut dyn FnMut(&super::Profile),
+    ) -> Result<StopReason> {
+        let target = self.target;
+        let period_ns = (1e9 / self.options.rate.max(0.001)) as u64;
+        let mut perf = PerfSampler::open(target.pid(), period_ns.max(1), STACK_COPY_BYTES)?;
+        let started = Instant::now();
+        let interval = Duration::from_nanos(period_ns);
+        let mut next_tick = started;
+        let mut next_refresh = started;
+        let mut machines: HashMap<u64, Machine> = HashMap::new();
+        let mut samples: Vec<PerfSample> = Vec::new();
+        loop {
+            if stop() {
+                return Ok(StopReason::Interrupted);
+            }
+            if self
+                .options
+                .duration
+                .is_some_and(|d| started.elapsed() >= d)
+            {
+                return Ok(StopReason::Duration);
+            }
+            if !target.process.is_alive() {
+                return Ok(StopReason::TargetExited);
+            }
+            let now = Instant::now();
+            if now >= next_refresh {
+                next_refresh = now + REFRESH_EVERY;
+                self.labels.clear();
+                match perf.refresh_threads() {
+                    Ok(()) => {}
+                    Err(Error::NoSuchProcess(_) | Error::ProcessExited { .. }) => {
+                        return Ok(StopReason::TargetExited)
+                    }
+                    Err(e) => self.note_error(e),
+                }
+                machines = match snapshot::read_machines(target) {
+                    Ok(ms) => ms.into_iter().map(|m| (m.tid, m)).collect(),
+                    Err(e) => {
+                        self.note_error(e);
+                        machines
+                    }
+                };
+            }
+            samples.clear();
+            perf.read_samples(&mut samples);
+            for sample in &samples {
+                self.count_perf_sample(sample, &machines);
+            }
+            self.profile.lost = perf.lost();
+            if self.options.idle && Instant::now() >= next_tick {
+                next_tick = (next_tick + interval).max(Instant::now());
+                match self.take_idle_snapshot(SnapshotOptions { nonblocking: true }) {
+                    Ok(snapshot) => self.count_snapshot(&snapshot, false),
+                    Err(e) => self.note_error(e),
+                }
+                self.profile.samples += 1;
+            }
+            self.profile.elapsed = started.elapsed();
+            progress(&self.profile);
+            let wait = if self.options.idle {
+                next_tick.saturating_duration_since(Instant::now())
+            } else {
+                MAX_WAIT
+            };
+            perf.wait(wait.min(MAX_WAIT));
+        }
+    }
+
+    /// Counts one perf sample as a sample of the goroutine its thread runs.
+    /// Without `--idle` each perf sample is a sample; with it, the samples
+    /// are the snapshots and a perf sample adds one running goroutine.
+    fn count_perf_sample(&mut self, sample: &PerfSample, machines: &HashMap<u64, Machine>) {
+        if !self.options.idle {
+            self.profile.samples += 1;
+        }
+        let target = self.target;
+        let layout = &target.binary.layout;
+        let Some(m) = machines.get(&u64::from(sample.tid)) else {
+            // A thread the runtime did not create (cgo) or not yet listed.
+            return;
+        };
+        // The M now: its current goroutine and VDSO state.
+        let mut m_bytes = vec![0u8; layout.m_read_len() as usize];
+        let mut g_bytes = vec![0u8; layout.g_read_len() as usize];
+        let machine = target
+            .memory
+            .read(m.addr, &mut m_bytes)
+            .ok()
+            .and_then(|()| Machine::decode(m.addr, &m_bytes, layout));
+        let Some(machine) = machine.filter(|m| m.curg != 0) else {
+            return; // on the system stack without a goroutine: runtime work
+        };
+        let g = target
+            .memory
+            .read(machine.curg, &mut g_bytes)
+            .ok()
+            .and_then(|()| Goroutine::decode(machine.curg, &g_bytes, layout));
+        let Some(mut g) = g else {
+            return;
+        };
+        let bounds = |addr: u64| -> Option<StackBounds> {
+            let mut bytes = vec![0u8; layout.g_read_len() as usize];
+            target.memory.read(addr, &mut bytes).ok()?;
+            let g = Goroutine::decode(addr, &bytes, layout)?;
+            (g.stack_lo < g.stack_hi).then_some(StackBounds {
+                lo: g.stack_lo,
+                hi: g.stack_hi,
+            })
+        };
+        let g0_stack = bounds(machine.g0);
+        // The goroutine must still be the one that was sampled: the stack
+        // pointer is on its stack, or on the thread's system stack.
+        if !g.stack_contains(sample.sp) && !g0_stack.is_some_and(|s| s.contains(sample.sp)) {
+            return;
+        }
+        // It was running when sampled, whatever it does now.
+        g.status = GStatus::Running;
+        let view = ThreadView {
+            tid: machine.tid,
+            regs: ThreadRegisters {
+                pc: sample.ip,
+                sp: sample.sp,
+            },
+            machine: &machine,
+            g0_stack,
+            gsignal_stack: bounds(machine.gsignal),
+        };
+        let Ok(start) = unwind::start_state(&g, Some(&view)) else {
+            return;
+        };
+        let memory = SampleMemory {
+            sp: sample.sp,
+            copy: &sample.stack,
+            live: &target.memory,
+        };
+        if let Some(stack) = self.stack_from(&g, &start, &memory, Some(machine.tid)) {
+            self.count(stack);
+        }
+    }
+
+    /// Records a failed step without ending the recording.
+    fn note_error(&mut self, e: Error) {
+        self.profile.errors += 1;
+        self.profile.last_error = Some(e.to_string());
+    }
+}
