@@ -199,8 +199,10 @@ fn check_chain(stacks: &[Folded], chain: &str, work: &str) -> Result<(), String>
     Ok(())
 }
 
-fn cpu_split(target: &Target) -> Result<(), String> {
-    let text = record(target.pid(), 3, "folded", &["--rate", "200"])?;
+fn cpu_split(target: &Target, extra: &[&str]) -> Result<(), String> {
+    let mut args = vec!["--rate", "200"];
+    args.extend_from_slice(extra);
+    let text = record(target.pid(), 3, "folded", &args)?;
     let stacks = parse_folded(&text)?;
     let total: u64 = stacks.iter().map(|s| s.count).sum();
     let sum = |work: &str| -> u64 {
@@ -231,15 +233,18 @@ fn cpu_split(target: &Target) -> Result<(), String> {
 }
 
 /// The sampled split of the fixture's work is its true 3:1 split, for every
-/// toolchain.
+/// toolchain, with ptrace pauses and with `--nonblocking` (perf events).
 #[test]
 fn cpu_split_matches_work_ratio() {
     let mut failures = Vec::new();
     for tc in toolchains() {
         let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
         let (_cpu, target) = start_exclusive(&bin);
-        if let Err(e) = cpu_split(&target) {
+        if let Err(e) = cpu_split(&target, &[]) {
             failures.push(format!("=== Go {}: {e}", tc.version));
+        }
+        if let Err(e) = cpu_split(&target, &["--nonblocking"]) {
+            failures.push(format!("=== Go {} --nonblocking: {e}", tc.version));
         }
         if !target.is_running_not_stopped() {
             failures.push(format!("=== Go {}: target left stopped", tc.version));
@@ -852,4 +857,80 @@ fn launch_mode_reports_a_missing_program() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("starting /nonexistent/prog"), "{stderr}");
+}
+
+/// The tracer of process `pid` (`TracerPid:` of each thread), 0 if none.
+fn tracers(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| {
+            let status = std::fs::read_to_string(t.ok()?.path().join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// `--nonblocking` never attaches to the target: while it records, no
+/// thread of the target is ever traced or stopped, and it still collects
+/// the busy goroutine's samples.
+#[test]
+fn nonblocking_never_stops_or_traces_the_target() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let (_cpu, target) = start_exclusive(&bin);
+    let path = temp_path("nb.folded");
+    let mut gospy = std::process::Command::new(gospy_bin())
+        .args([
+            "record",
+            "--nonblocking",
+            "-d",
+            "2",
+            "-r",
+            "200",
+            "-f",
+            "folded",
+            "-o",
+        ])
+        .arg(&path)
+        .arg("--pid")
+        .arg(target.pid().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn gospy");
+    let mut checks = 0;
+    while gospy.try_wait().unwrap().is_none() {
+        let traced: Vec<u32> = tracers(target.pid())
+            .into_iter()
+            .filter(|&t| t != 0)
+            .collect();
+        assert!(
+            traced.is_empty(),
+            "target traced by {traced:?} during --nonblocking"
+        );
+        let stopped: Vec<(u32, char)> = thread_states(target.pid())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, s)| matches!(s, 't' | 'T'))
+            .collect();
+        assert!(stopped.is_empty(), "threads stopped: {stopped:?}");
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let out = gospy.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && checks > 100,
+        "{checks} checks; {stderr}"
+    );
+    assert!(stderr.contains("target paused 0.0 ms"), "{stderr}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let stacks = parse_folded(&text).unwrap_or_else(|e| panic!("{e}"));
+    check_chain(&stacks, CHAIN_A, WORK_A).unwrap();
+    assert!(stacks.iter().any(|s| has_frame(s, WORK_B)), "{text}");
 }
