@@ -146,9 +146,18 @@ impl Snapshot {
     /// Takes a snapshot of only the goroutines running on a thread (on a CPU
     /// or in a system call): step 1 above, one short pause. This is what an
     /// on-CPU profile needs, at a cost independent of the goroutine count.
+    ///
+    /// Only the threads that run a goroutine when the snapshot starts are
+    /// stopped (idle threads, sysmon and threads in system calls are not):
+    /// a goroutine that starts running in the few microseconds before the
+    /// pause is missed by this snapshot.
     pub fn take_running(target: &Target) -> Result<Snapshot> {
         let mut stacks = MemorySnapshot::new();
-        let (mut state, paused_for) = pause_and_copy_running(target, &mut stacks)?;
+        let tids = threads_running_goroutines(target)?;
+        let pause = ptrace::pause_threads(target.pid(), &tids)?;
+        let copied = copy_running(target, &pause, &mut stacks);
+        let paused_for = pause.resume();
+        let mut state = copied?;
         state.monotonic_ns = monotonic_now_ns();
         Ok(state.into_snapshot(
             StackMemory {
@@ -257,6 +266,30 @@ impl RuntimeState {
             unstable,
         }
     }
+}
+
+/// The threads whose M runs a goroutine (status running), read while the
+/// target runs.
+fn threads_running_goroutines(target: &Target) -> Result<Vec<i32>> {
+    let layout = &target.binary.layout;
+    let g_len = layout.g_read_len() as usize;
+    let machines = read_machines(target)?;
+    let mut g_bytes = MemorySnapshot::new();
+    for m in machines.iter().filter(|m| m.curg != 0) {
+        g_bytes.request(m.curg, g_len);
+    }
+    g_bytes.fetch(&target.memory)?;
+    Ok(machines
+        .iter()
+        .filter(|m| {
+            m.curg != 0
+                && g_bytes
+                    .get(m.curg, g_len)
+                    .and_then(|b| Goroutine::decode(m.curg, b, layout))
+                    .is_some_and(|g| g.status == GStatus::Running)
+        })
+        .filter_map(|m| i32::try_from(m.tid).ok().filter(|&t| t > 0))
+        .collect())
 }
 
 /// Pauses the target for [`copy_running`] and resumes it, whatever happens;

@@ -887,3 +887,37 @@ fn build_c(name: &str, source: &str, flags: &[&str]) -> Option<PathBuf> {
     }
     Some(exe)
 }
+
+/// `pause_threads` stops exactly the threads asked for (of this process),
+/// leaves the others running, ignores tids that are not the target's, and
+/// resumes what it stopped.
+#[test]
+fn pause_threads_stops_only_the_chosen_threads() {
+    let mut t = python(THREADS_PY, &[]);
+    t.wait_line("ready");
+    let pid = t.pid();
+    let tids: Vec<i32> = Process::open(pid)
+        .unwrap()
+        .threads()
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(tids.len(), 5);
+    let chosen = [tids[1], tids[3], std::process::id() as i32];
+    let p = gospy::process::ptrace::pause_threads(pid, &chosen).unwrap();
+    let stopped: Vec<i32> = p.threads().iter().map(|th| th.tid).collect();
+    assert_eq!(stopped, vec![tids[1], tids[3]]);
+    for (tid, state) in task_states(pid) {
+        let expect_stopped = tid == tids[1] || tid == tids[3];
+        assert_eq!(state == 't', expect_stopped, "thread {tid} is {state}");
+    }
+    assert!(p.registers(tids[1]).is_some() && p.registers(tids[0]).is_none());
+    p.resume();
+    wait_until("threads to run again", Duration::from_secs(5), || {
+        none_traced(pid)
+    });
+    // Nothing of the target at all: an empty pause, not an error.
+    let empty = gospy::process::ptrace::pause_threads(pid, &[]).unwrap();
+    assert!(empty.threads().is_empty());
+    empty.resume();
+}
