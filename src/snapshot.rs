@@ -143,19 +143,87 @@ impl Snapshot {
         ))
     }
 
-    /// Takes a snapshot of only the goroutines running on a thread (on a CPU
-    /// or in a system call): step 1 above, one short pause. This is what an
-    /// on-CPU profile needs, at a cost independent of the goroutine count.
+    /// Takes a snapshot of only the goroutines running on a CPU: step 1
+    /// above, one short pause. This is what an on-CPU profile needs, at a
+    /// cost independent of the goroutine count.
     ///
-    /// Only the threads that run a goroutine when the snapshot starts are
-    /// stopped (idle threads, sysmon and threads in system calls are not):
-    /// a goroutine that starts running in the few microseconds before the
-    /// pause is missed by this snapshot.
+    /// To keep the pause short, the Ms, the goroutines they run and their
+    /// system stacks are read before it, and only the threads running a
+    /// goroutine are stopped (idle threads, sysmon and threads in system
+    /// calls are not). While stopped, a thread whose stack pointer is on its
+    /// goroutine's stack (it is that goroutine, running Go code) needs only
+    /// its registers and the stack copied; any other case (system stack,
+    /// VDSO, a goroutine switch in between) reads the Ms and goroutines
+    /// again during the pause. A goroutine that starts running in the few
+    /// microseconds before the pause is missed by this snapshot.
     pub fn take_running(target: &Target) -> Result<Snapshot> {
-        let mut stacks = MemorySnapshot::new();
-        let tids = threads_running_goroutines(target)?;
+        let layout = &target.binary.layout;
+        let g_len = layout.g_read_len() as usize;
+        let machines = read_machines(target)?;
+        let mut g_bytes = MemorySnapshot::new();
+        for m in &machines {
+            for addr in [m.curg, m.g0, m.gsignal] {
+                if addr != 0 {
+                    g_bytes.request(addr, g_len);
+                }
+            }
+        }
+        g_bytes.fetch(&target.memory)?;
+        let decode = |addr: u64| {
+            g_bytes
+                .get(addr, g_len)
+                .and_then(|b| Goroutine::decode(addr, b, layout))
+        };
+        let bounds = |addr: u64| {
+            decode(addr)
+                .filter(|g| g.stack_lo < g.stack_hi)
+                .map(|g| StackBounds {
+                    lo: g.stack_lo,
+                    hi: g.stack_hi,
+                })
+        };
+        let running: Vec<(&Machine, Goroutine, i32)> = machines
+            .iter()
+            .filter_map(|m| {
+                let g = decode(m.curg).filter(|g| g.status == GStatus::Running)?;
+                let tid = i32::try_from(m.tid).ok().filter(|&t| t > 0)?;
+                Some((m, g, tid))
+            })
+            .collect();
+        let tids: Vec<i32> = running.iter().map(|&(_, _, tid)| tid).collect();
+
         let pause = ptrace::pause_threads(target.pid(), &tids)?;
-        let copied = copy_running(target, &pause, &mut stacks);
+        let mut stacks = MemorySnapshot::new();
+        let mut state = RuntimeState::default();
+        let mut fast = true;
+        for (m, g, tid) in &running {
+            let Some(regs) = pause.registers(*tid) else {
+                continue; // exited, or did not stop in time
+            };
+            if !g.stack_contains(regs.rsp) {
+                fast = false;
+                break;
+            }
+            let context = ThreadContext {
+                regs: ThreadRegisters {
+                    pc: regs.rip,
+                    sp: regs.rsp,
+                },
+                machine: (*m).clone(),
+                g0_stack: bounds(m.g0),
+                gsignal_stack: bounds(m.gsignal),
+            };
+            request_stack(&mut stacks, g, &[regs.rsp]);
+            state.contexts.insert(g.addr, context);
+            state.goroutines.push(g.clone());
+        }
+        let copied = if fast {
+            state.machines = machines.clone();
+            stacks.fetch(&target.memory).map(|_| state)
+        } else {
+            stacks = MemorySnapshot::new();
+            copy_running(target, &pause, &mut stacks)
+        };
         let paused_for = pause.resume();
         let mut state = copied?;
         state.monotonic_ns = monotonic_now_ns();
@@ -266,30 +334,6 @@ impl RuntimeState {
             unstable,
         }
     }
-}
-
-/// The threads whose M runs a goroutine (status running), read while the
-/// target runs.
-fn threads_running_goroutines(target: &Target) -> Result<Vec<i32>> {
-    let layout = &target.binary.layout;
-    let g_len = layout.g_read_len() as usize;
-    let machines = read_machines(target)?;
-    let mut g_bytes = MemorySnapshot::new();
-    for m in machines.iter().filter(|m| m.curg != 0) {
-        g_bytes.request(m.curg, g_len);
-    }
-    g_bytes.fetch(&target.memory)?;
-    Ok(machines
-        .iter()
-        .filter(|m| {
-            m.curg != 0
-                && g_bytes
-                    .get(m.curg, g_len)
-                    .and_then(|b| Goroutine::decode(m.curg, b, layout))
-                    .is_some_and(|g| g.status == GStatus::Running)
-        })
-        .filter_map(|m| i32::try_from(m.tid).ok().filter(|&t| t > 0))
-        .collect())
 }
 
 /// Pauses the target for [`copy_running`] and resumes it, whatever happens;

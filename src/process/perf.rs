@@ -117,15 +117,20 @@ pub const MAX_STACK_BYTES: u32 = 65528;
 /// Data pages of each thread's ring buffer, at least (a power of two, as the
 /// kernel requires). Each thread costs these plus one metadata page of
 /// locked kernel memory: 36 KiB with 4 KiB pages, 3.6 MiB for a program with
-/// 100 threads. That holds 7 samples with 4 KiB stack copies, i.e. 7 ms of
-/// one thread's CPU time at a 1 ms period; [`PerfSampler::wait`] wakes on the
-/// first sample, so the reader drains it well before it fills.
+/// 100 threads.
 const MIN_DATA_PAGES: usize = 8;
 
 /// The ring grows beyond [`MIN_DATA_PAGES`] so that it holds at least this
 /// many samples: with large stack copies a sample might otherwise not fit
 /// at all, and would always be lost.
-const MIN_SAMPLES_PER_RING: usize = 4;
+const MIN_SAMPLES_PER_RING: usize = 8;
+
+/// The kernel wakes a [`PerfSampler::wait`]er after this many samples of a
+/// thread, not after each: every wakeup costs the sampled thread an
+/// inter-processor interrupt, which at 1000 Hz was a good part of the
+/// target's slowdown. Half of [`MIN_SAMPLES_PER_RING`], so a ring is drained
+/// well before it fills; the waiter also wakes on its timeout.
+const WAKEUP_EVERY_SAMPLES: u32 = 4;
 
 /// Size of a sample record without the stack copy: header, pid and tid,
 /// time, regs abi, three registers, stack size, dyn_size.
@@ -343,8 +348,7 @@ fn sampling_attr(period_ns: u64, stack_bytes: u32) -> PerfEventAttr {
         // privileges; we only want user stacks anyway. CLOCK_MONOTONIC
         // timestamps compare with the rest of gospy's clocks.
         flags: ATTR_DISABLED | ATTR_EXCLUDE_KERNEL | ATTR_EXCLUDE_HV | ATTR_USE_CLOCKID,
-        // Wake a poll(2)er on every sample, so it can drain the ring early.
-        wakeup_events: 1,
+        wakeup_events: WAKEUP_EVERY_SAMPLES,
         sample_regs_user: (1 << PERF_REG_X86_BP) | (1 << PERF_REG_X86_SP) | (1 << PERF_REG_X86_IP),
         sample_stack_user: stack_bytes,
         clockid: libc::CLOCK_MONOTONIC,
@@ -829,11 +833,12 @@ mod tests {
         assert_eq!(round_stack_bytes(4096), 4096);
         assert_eq!(round_stack_bytes(4097), 4104);
         assert_eq!(round_stack_bytes(u32::MAX), MAX_STACK_BYTES);
-        assert_eq!(data_pages(4096, 4096), MIN_DATA_PAGES);
-        // A maximal sample needs more than the minimum, in a power of two.
-        assert_eq!(data_pages(16384, 4096), 32);
-        assert_eq!(data_pages(MAX_STACK_BYTES, 4096), 64);
-        assert!(64 * 4096 >= MIN_SAMPLES_PER_RING * u16::MAX as usize);
+        assert_eq!(data_pages(1024, 4096), MIN_DATA_PAGES);
+        // Larger samples need more than the minimum, in a power of two.
+        assert_eq!(data_pages(8000, 4096), 16);
+        assert_eq!(data_pages(16384, 4096), 64);
+        assert_eq!(data_pages(MAX_STACK_BYTES, 4096), 128);
+        assert!(128 * 4096 >= MIN_SAMPLES_PER_RING * u16::MAX as usize);
     }
 
     #[test]

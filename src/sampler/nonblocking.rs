@@ -24,15 +24,16 @@ use crate::runtime::{GStatus, Goroutine, Machine};
 use crate::snapshot::{self, SnapshotOptions};
 use crate::unwind::{self, StackBounds, ThreadRegisters, ThreadView};
 
-/// Bytes of stack the kernel copies per sample: the live part of most
-/// goroutine stacks (which start at 8 KiB), at a cost of a memcpy in the
-/// target's context per sample.
-const STACK_COPY_BYTES: u32 = 16 << 10;
+/// Bytes of stack the kernel copies per sample: all of a goroutine stack
+/// that never grew (they start at 8 KiB), and the innermost frames of the
+/// others, at the cost of a memcpy in the target's context per sample.
+/// Just under 8 KiB so that 8 records fit a 64 KiB ring (process::perf).
+const STACK_COPY_BYTES: u32 = 8000;
 /// How often the thread list (perf events) and the M list are refreshed.
 const REFRESH_EVERY: Duration = Duration::from_millis(250);
-/// Longest wait for perf samples, so that Ctrl-C and the duration are
-/// noticed promptly.
-const MAX_WAIT: Duration = Duration::from_millis(50);
+/// Longest wait for perf samples: Ctrl-C and the duration are noticed
+/// promptly, and goroutines are read soon after their samples.
+const MAX_WAIT: Duration = Duration::from_millis(10);
 
 /// Stack memory of one sample: the kernel's copy from `sp` up, then the
 /// live process.
