@@ -175,6 +175,8 @@ pub struct Pause {
     started: Instant,
     stop_latency: Duration,
     done: bool,
+    /// Held from the first interrupt until every thread is let go.
+    boost: Option<RealtimeBoost>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -242,6 +244,11 @@ fn pause_selected(
         started: Instant::now(),
         stop_latency: Duration::ZERO,
         done: false,
+        // While the target is stopped, nothing else on this machine should
+        // delay gospy (it would delay the target too): run as a real-time
+        // thread until it is let go, when allowed. The waits poll, so a
+        // thread that does not stop cannot make this hog a CPU for long.
+        boost: Some(RealtimeBoost::new()),
         _not_send: PhantomData,
     };
     // From here on, any early return drops `p`, which detaches.
@@ -500,9 +507,9 @@ impl Pause {
         self.done = true;
         // Each thread let go may preempt this one (it has slept, so the
         // scheduler favours it), leaving the rest stopped for a time slice
-        // (~1.5 ms seen with a busy target on 2 cores). Run the loop as a
-        // real-time thread when allowed.
-        let _boost = RealtimeBoost::new();
+        // (~1.5 ms seen with a busy target on 2 cores): the real-time
+        // boost taken at the pause is kept until the loop is done.
+        let boost = self.boost.take();
         for t in &mut self.tracees {
             match t.state {
                 State::Stopped(kind) => {
@@ -533,6 +540,7 @@ impl Pause {
             t.state = State::Gone;
         }
         let elapsed = self.started.elapsed();
+        drop(boost);
         cleanup_leftovers();
         elapsed
     }
@@ -585,7 +593,7 @@ impl Drop for RealtimeBoost {
     fn drop(&mut self) {
         if let Some((policy, param)) = self.saved {
             // SAFETY: restores what new() saved, on the same thread (the
-            // guard lives inside one function call).
+            // guard lives in a function call or in a `!Send` Pause).
             unsafe { libc::sched_setscheduler(0, policy, &param) };
         }
     }
