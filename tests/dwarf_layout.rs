@@ -196,6 +196,7 @@ fn expected_layout(r: &Reference, version: &str) -> Result<Layout, String> {
     l.g.gopc = req(g, "g", "gopc")?;
     l.g.startpc = req(g, "g", "startpc")?;
     l.g.labels = req(g, "g", "labels")?;
+    l.g.tracking_seq = opt(g, "trackingSeq");
     l.gobuf.sp = req(gobuf, "gobuf", "sp")?;
     l.gobuf.pc = req(gobuf, "gobuf", "pc")?;
     l.gobuf.bp = req(gobuf, "gobuf", "bp")?;
@@ -216,6 +217,18 @@ fn expected_layout(r: &Reference, version: &str) -> Result<Layout, String> {
     l.moduledata.etext = req(md, "moduledata", "etext")?;
     l.moduledata.gofunc = opt(md, "gofunc");
     Ok(l)
+}
+
+/// Copies the layouts of the structs `gospy summary` reads (p, schedt,
+/// memstats, ...) from `from`: not in the scope of this test.
+fn copy_summary_structs(to: &mut Layout, from: &Layout) {
+    to.p = from.p.clone();
+    to.sched = from.sched.clone();
+    to.memstats = from.memstats.clone();
+    to.heap_stats_delta = from.heap_stats_delta.clone();
+    to.gc_controller = from.gc_controller.clone();
+    to.hchan = from.hchan.clone();
+    to.rtype = from.rtype.clone();
 }
 
 /// `go tool nm` of a binary: symbol name → address.
@@ -300,6 +313,9 @@ fn check_binary(version: &str, go: &Path, bin: &Path, r: &Reference) -> Result<(
         array_len(wrs_type).ok_or("bad waitReasonStrings type")?,
     ));
     expected.globals.runtime_init_time = Some(sym("runtime.runtimeInitTime")?);
+    // The structs read for `gospy summary` are compared with DWARF and with
+    // shared/docs/go-runtime/offset-tables.md by tests/layout_tables.rs.
+    copy_summary_structs(&mut expected, &layout);
     if layout != expected {
         return Err(format!(
             "layout differs from reference\n got: {layout:?}\nwant: {expected:?}"

@@ -5,6 +5,8 @@
 //! them), and the package-level variables of the runtime in another `runtime`
 //! unit. We scan only the top-level entries of the `runtime` units, stop as
 //! soon as everything wanted was found, and never descend into functions.
+//! What is wanted is the list of [`layout::STRUCTS`]; a field path such as
+//! `stack.lo` is resolved by following the member's type to its struct.
 //!
 //! Handles all DWARF flavours Go has produced: GNU `.zdebug_*` sections with
 //! a `ZLIB` header (Go ≤1.15), `SHF_COMPRESSED` `.debug_*` sections
@@ -22,7 +24,7 @@ use gimli::{
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::binary::elf::ElfImage;
-use crate::layout::{GLayout, Globals, GobufLayout, Layout, MLayout, ModuledataLayout};
+use crate::layout::{self, Globals, Layout, RawLayout, RawStruct};
 
 type R<'a> = EndianSlice<'a, LittleEndian>;
 type Dwarf<'a> = gimli::Dwarf<R<'a>>;
@@ -46,10 +48,7 @@ pub fn read_layout_from_bytes(data: &[u8]) -> Result<Layout, String> {
     let sections = load_sections(&file)?;
     let dwarf = borrow_sections(&sections);
 
-    let mut wanted = Wanted::default();
-    for name in [G, GOBUF, M, MODULEDATA, STACK] {
-        wanted.structs.insert(name.to_string(), None);
-    }
+    let mut wanted = Wanted::for_layout();
     for name in GLOBAL_NAMES {
         if !globals_from_symtab.contains_key(name) {
             wanted.vars.insert(name.to_string(), None);
@@ -63,80 +62,35 @@ pub fn read_layout_from_bytes(data: &[u8]) -> Result<Layout, String> {
             .copied()
             .or_else(|| wanted.vars.get(name).copied().flatten())
     };
-    let g = StructView::new(&wanted, G)?;
-    let gobuf = StructView::new(&wanted, GOBUF)?;
-    let m = StructView::new(&wanted, M)?;
-    let md = StructView::new(&wanted, MODULEDATA)?;
-    // `g.stack` is a `runtime.stack{lo, hi}`; `stack.lo` is at +0 in every
-    // Go version, but take it from DWARF when we have it.
-    let stack_lo = StructView::new(&wanted, STACK)
-        .ok()
-        .and_then(|s| s.opt("lo"))
-        .unwrap_or(0);
-
-    let layout = Layout {
-        g: GLayout {
-            size: g.size()?,
-            stack: g
-                .req("stack")?
-                .checked_add(stack_lo)
-                .ok_or("DWARF: runtime.stack.lo offset overflows")?,
-            m: g.req("m")?,
-            sched: g.req("sched")?,
-            syscallsp: g.req("syscallsp")?,
-            syscallpc: g.req("syscallpc")?,
-            syscallbp: g.opt("syscallbp"),
-            atomicstatus: g.req("atomicstatus")?,
-            goid: g.req("goid")?,
-            waitsince: g.req("waitsince")?,
-            waitreason: g.req("waitreason")?,
-            lockedm: g.req("lockedm")?,
-            parent_goid: g.opt("parentGoid"),
-            gopc: g.req("gopc")?,
-            startpc: g.req("startpc")?,
-            labels: g.req("labels")?,
-            tracking_seq: g.opt("trackingSeq"),
-        },
-        gobuf: GobufLayout {
-            sp: gobuf.req("sp")?,
-            pc: gobuf.req("pc")?,
-            bp: gobuf.req("bp")?,
-        },
-        m: MLayout {
-            size: m.size()?,
-            g0: m.req("g0")?,
-            procid: m.req("procid")?,
-            gsignal: m.req("gsignal")?,
-            curg: m.req("curg")?,
-            p: m.req("p")?,
-            id: m.req("id")?,
-            alllink: m.req("alllink")?,
-            lockedg: m.req("lockedg")?,
-            incgo: m.req("incgo")?,
-            vdso_sp: m.req("vdsoSP")?,
-            vdso_pc: m.req("vdsoPC")?,
-        },
-        moduledata: ModuledataLayout {
-            pc_header: md.opt("pcHeader"),
-            text: md.req("text")?,
-            etext: md.req("etext")?,
-            gofunc: md.opt("gofunc"),
-        },
-        globals: Globals {
-            allgs: required_global(global("runtime.allgs"), "runtime.allgs")?,
-            allglen: global("runtime.allglen").map(|v| v.addr),
-            allm: required_global(global("runtime.allm"), "runtime.allm")?,
-            firstmoduledata: required_global(
-                global("runtime.firstmoduledata"),
-                "runtime.firstmoduledata",
-            )?,
-            wait_reason_strings: global("runtime.waitReasonStrings")
-                .and_then(|v| Some((v.addr, v.size? / 16)))
-                .filter(|&(_, n)| n > 0),
-            runtime_init_time: global("runtime.runtimeInitTime").map(|v| v.addr),
-        },
+    let raw = raw_layout(&dwarf, &wanted)?;
+    let mut layout = Layout::from_source(&raw)?;
+    layout.globals = Globals {
+        allgs: required_global(global("runtime.allgs"), "runtime.allgs")?,
+        allglen: global("runtime.allglen").map(|v| v.addr),
+        allm: required_global(global("runtime.allm"), "runtime.allm")?,
+        firstmoduledata: required_global(
+            global("runtime.firstmoduledata"),
+            "runtime.firstmoduledata",
+        )?,
+        wait_reason_strings: global("runtime.waitReasonStrings")
+            .and_then(|v| Some((v.addr, v.size? / 16)))
+            .filter(|&(_, n)| n > 0),
+        runtime_init_time: global("runtime.runtimeInitTime").map(|v| v.addr),
     };
     Ok(layout)
+}
+
+/// The size of every struct and the offset of every field listed in
+/// [`layout::STRUCTS`] (absent ones as `None`), from the bytes of a whole
+/// ELF file: what `scripts/gen-layout-tables` turns into the built-in
+/// tables, and what [`read_layout`] builds its `Layout` from.
+pub fn read_raw_layout_from_bytes(data: &[u8]) -> Result<RawLayout, String> {
+    let file = parse_elf(data)?;
+    let sections = load_sections(&file)?;
+    let dwarf = borrow_sections(&sections);
+    let mut wanted = Wanted::for_layout();
+    scan(&dwarf, &mut wanted)?;
+    raw_layout(&dwarf, &wanted)
 }
 
 /// All members of the struct type `struct_name` (e.g. `runtime.g`) with their
@@ -154,19 +108,137 @@ pub fn struct_layout_from_bytes(
     let sections = load_sections(&file)?;
     let dwarf = borrow_sections(&sections);
     let mut wanted = Wanted::default();
-    wanted.structs.insert(struct_name.to_string(), None);
+    wanted.want_struct(&[struct_name], true);
     scan(&dwarf, &mut wanted)?;
     match wanted.structs.remove(struct_name).flatten() {
-        Some(s) => Ok(s.members),
+        Some(s) => Ok(s.members.into_iter().map(|m| (m.name, m.offset)).collect()),
         None => Err(format!("DWARF: struct type {struct_name} not found")),
     }
 }
 
-const G: &str = "runtime.g";
-const GOBUF: &str = "runtime.gobuf";
-const M: &str = "runtime.m";
-const MODULEDATA: &str = "runtime.moduledata";
-const STACK: &str = "runtime.stack";
+/// The [`RawLayout`] of the structs found by a scan for
+/// [`Wanted::for_layout`]: nested field paths (`stack.lo`) are resolved by
+/// following each member's type.
+fn raw_layout(dwarf: &Dwarf<'_>, wanted: &Wanted) -> Result<RawLayout, String> {
+    let mut structs = Vec::with_capacity(layout::STRUCTS.len());
+    for spec in layout::STRUCTS {
+        let found = spec
+            .dwarf_names()
+            .find_map(|n| wanted.structs.get(n).and_then(Option::as_ref));
+        // Go always emits the byte size; without it offsets cannot be
+        // checked, so such a struct counts as absent (an error if required).
+        let Some((info, size)) = found.and_then(|i| Some((i, i.size?))) else {
+            if spec.required && found.is_some() {
+                return Err(format!("DWARF: struct {} has no byte size", spec.name));
+            }
+            structs.push(RawStruct {
+                name: spec.name,
+                size: None,
+                fields: spec.fields.iter().map(|f| (f.name, None)).collect(),
+            });
+            continue;
+        };
+        let mut fields = Vec::with_capacity(spec.fields.len());
+        for field in spec.fields {
+            let mut offset = None;
+            for path in field.dwarf_paths() {
+                offset = member_path_offset(dwarf, info, path)?;
+                if offset.is_some() {
+                    break;
+                }
+            }
+            fields.push((field.name, offset));
+        }
+        structs.push(RawStruct {
+            name: spec.name,
+            size: Some(size),
+            fields,
+        });
+    }
+    Ok(RawLayout { structs })
+}
+
+/// Offset of the member path `a.b.c` inside `info`: `a`'s offset plus `b`'s
+/// inside `a`'s type, and so on. `None` if a component does not exist.
+fn member_path_offset(
+    dwarf: &Dwarf<'_>,
+    info: &StructInfo,
+    path: &str,
+) -> Result<Option<u64>, String> {
+    let mut parts = path.split('.');
+    let Some(first) = parts.next() else {
+        return Ok(None);
+    };
+    let Some(mut member) = info.member(first).cloned() else {
+        return Ok(None);
+    };
+    let mut offset = member.offset;
+    for part in parts {
+        let Some(ty) = member.ty else {
+            return Ok(None);
+        };
+        let Some(inner) = struct_at(dwarf, ty)? else {
+            return Ok(None);
+        };
+        let Some(m) = inner.member(part) else {
+            return Ok(None);
+        };
+        offset = offset
+            .checked_add(m.offset)
+            .ok_or_else(|| format!("DWARF: offset of {path} overflows"))?;
+        member = m.clone();
+    }
+    Ok(Some(offset))
+}
+
+/// The struct type at `offset` in `.debug_info` (typedefs followed), or
+/// `None` if it is not a struct.
+fn struct_at(
+    dwarf: &Dwarf<'_>,
+    mut offset: gimli::DebugInfoOffset<usize>,
+) -> Result<Option<StructInfo>, String> {
+    // Typedef chains in Go's DWARF are short; the bound stops cycles in
+    // corrupt input.
+    for _ in 0..8 {
+        let Some(header) = unit_containing(dwarf, offset) else {
+            return Ok(None);
+        };
+        let Some(unit_offset) = offset.to_unit_offset(&header) else {
+            return Ok(None);
+        };
+        let abbrevs = dwarf.abbreviations(&header).map_err(gerr)?;
+        let ctx = UnitCtx::new(dwarf, &header, &abbrevs)?;
+        let mut tree = header
+            .entries_tree(&abbrevs, Some(unit_offset))
+            .map_err(gerr)?;
+        let node = tree.root().map_err(gerr)?;
+        let entry = node.entry();
+        match entry.tag() {
+            gimli::DW_TAG_structure_type => return read_struct(&ctx, node).map(Some),
+            gimli::DW_TAG_typedef => {
+                let next = entry.attr_value(gimli::DW_AT_type).map_err(gerr)?;
+                match next.and_then(|v| global_ref(v, &header)) {
+                    Some(next) => offset = next,
+                    None => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// A type reference as an offset in `.debug_info`.
+fn global_ref(
+    value: AttributeValue<R<'_>>,
+    header: &UnitHeader<R<'_>>,
+) -> Option<gimli::DebugInfoOffset<usize>> {
+    match value {
+        AttributeValue::UnitRef(off) => off.to_debug_info_offset(header),
+        AttributeValue::DebugInfoRef(off) => Some(off),
+        _ => None,
+    }
+}
 
 const GLOBAL_NAMES: [&str; 6] = [
     "runtime.allgs",
@@ -181,7 +253,22 @@ const GLOBAL_NAMES: [&str; 6] = [
 #[derive(Debug, Clone, Default)]
 struct StructInfo {
     size: Option<u64>,
-    members: Vec<(String, u64)>,
+    members: Vec<Member>,
+}
+
+impl StructInfo {
+    fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+}
+
+/// A struct member: name ("" if none), byte offset and type (an offset in
+/// `.debug_info`, to follow nested field paths).
+#[derive(Debug, Clone)]
+struct Member {
+    name: String,
+    offset: u64,
+    ty: Option<gimli::DebugInfoOffset<usize>>,
 }
 
 /// A variable: link-time address and byte size (if known).
@@ -194,64 +281,46 @@ struct VarInfo {
 /// What the scan looks for; `None` until found.
 #[derive(Default)]
 struct Wanted {
+    /// By DWARF type name.
     structs: HashMap<String, Option<StructInfo>>,
+    /// The alternative names of each wanted struct (one is enough), and
+    /// whether it is required.
+    groups: Vec<(Vec<String>, bool)>,
     vars: HashMap<String, Option<VarInfo>>,
 }
 
 impl Wanted {
-    fn done(&self) -> bool {
-        self.structs.values().all(Option::is_some) && self.vars.values().all(Option::is_some)
+    /// Every struct of [`layout::STRUCTS`], under all its DWARF names.
+    fn for_layout() -> Wanted {
+        let mut w = Wanted::default();
+        for spec in layout::STRUCTS {
+            let names: Vec<&str> = spec.dwarf_names().collect();
+            w.want_struct(&names, spec.required);
+        }
+        w
+    }
+    fn want_struct(&mut self, names: &[&str], required: bool) {
+        for &n in names {
+            self.structs.insert(n.to_string(), None);
+        }
+        self.groups
+            .push((names.iter().map(|n| n.to_string()).collect(), required));
+    }
+    fn group_found(&self, names: &[String]) -> bool {
+        names
+            .iter()
+            .any(|n| matches!(self.structs.get(n), Some(Some(_))))
     }
     fn structs_done(&self) -> bool {
-        self.structs.values().all(Option::is_some)
+        self.groups.iter().all(|(names, _)| self.group_found(names))
     }
-}
-
-/// Member lookups in one wanted struct, with error messages naming it.
-struct StructView<'w> {
-    name: &'static str,
-    info: &'w StructInfo,
-}
-
-impl<'w> StructView<'w> {
-    fn new(wanted: &'w Wanted, name: &'static str) -> Result<Self, String> {
-        match wanted.structs.get(name) {
-            Some(Some(info)) => Ok(StructView { name, info }),
-            _ => Err(format!(
-                "DWARF: struct type {name} not found in the debug info"
-            )),
-        }
-    }
-    fn size(&self) -> Result<u64, String> {
-        self.info
-            .size
-            .ok_or_else(|| format!("DWARF: struct {} has no byte size", self.name))
-    }
-    fn opt(&self, field: &str) -> Option<u64> {
-        self.info
-            .members
+    fn required_structs_done(&self) -> bool {
+        self.groups
             .iter()
-            .find(|(n, _)| n == field)
-            .map(|&(_, off)| off)
+            .all(|(names, required)| !required || self.group_found(names))
     }
-    fn req(&self, field: &str) -> Result<u64, String> {
-        let off = self.opt(field).ok_or_else(|| {
-            format!(
-                "DWARF: struct {} has no field `{field}` (unsupported Go version?)",
-                self.name
-            )
-        })?;
-        // A sane offset lies inside the struct; this also keeps later
-        // `offset + len` arithmetic far from overflow on malformed input.
-        if let Some(size) = self.info.size {
-            if off >= size {
-                return Err(format!(
-                    "DWARF: field {}.{field} at offset {off} lies outside the struct (size {size})",
-                    self.name
-                ));
-            }
-        }
-        Ok(off)
+    fn done(&self) -> bool {
+        self.structs_done() && self.vars.values().all(Option::is_some)
     }
 }
 
@@ -353,7 +422,38 @@ struct UnitCtx<'a, 'u> {
     addr_base: gimli::DebugAddrBase<usize>,
 }
 
-impl<'a> UnitCtx<'a, '_> {
+impl<'a, 'u> UnitCtx<'a, 'u> {
+    /// The context of a unit, with the bases its root entry declares.
+    fn new(
+        dwarf: &'u Dwarf<'a>,
+        header: &'u UnitHeader<R<'a>>,
+        abbrevs: &gimli::Abbreviations,
+    ) -> Result<Self, String> {
+        let mut ctx = UnitCtx {
+            dwarf,
+            header,
+            str_offsets_base: gimli::DebugStrOffsetsBase::default_for_encoding_and_file(
+                header.encoding(),
+                gimli::DwarfFileType::Main,
+            ),
+            addr_base: gimli::DebugAddrBase(0),
+        };
+        let mut entries = header.entries(abbrevs);
+        if let Some((_, root)) = entries.next_dfs().map_err(gerr)? {
+            if let Ok(Some(AttributeValue::DebugStrOffsetsBase(b))) =
+                root.attr_value(gimli::DW_AT_str_offsets_base)
+            {
+                ctx.str_offsets_base = b;
+            }
+            if let Ok(Some(AttributeValue::DebugAddrBase(b))) =
+                root.attr_value(gimli::DW_AT_addr_base)
+            {
+                ctx.addr_base = b;
+            }
+        }
+        Ok(ctx)
+    }
+
     fn string(&self, value: AttributeValue<R<'a>>) -> Option<R<'a>> {
         match value {
             AttributeValue::String(s) => Some(s),
@@ -409,23 +509,25 @@ fn member_offset(value: AttributeValue<R<'_>>, encoding: gimli::Encoding) -> Opt
     }
 }
 
-/// Scans `runtime` units first, then (only if structs are still missing)
-/// all other units, filling `wanted`. Variables are only searched for in the
-/// `runtime` units, where the runtime's globals live.
+/// Scans `runtime` units first, then (only if required structs are still
+/// missing) all other units, filling `wanted`. Variables are only searched
+/// for in the `runtime` units, where the runtime's globals live. Optional
+/// structs absent from the `runtime` units are absent: the Go linker puts
+/// every type there.
 fn scan(dwarf: &Dwarf<'_>, wanted: &mut Wanted) -> Result<(), String> {
     if wanted.done() {
         return Ok(());
     }
     for pass in [Pass::Runtime, Pass::Others] {
+        if pass == Pass::Others && wanted.required_structs_done() {
+            break;
+        }
         let mut units = dwarf.units();
         while let Some(header) = units.next().map_err(gerr)? {
             scan_unit(dwarf, &header, wanted, pass)?;
-            if wanted.done() || (pass == Pass::Others && wanted.structs_done()) {
+            if wanted.done() || (pass == Pass::Others && wanted.required_structs_done()) {
                 return Ok(());
             }
-        }
-        if wanted.structs_done() {
-            break;
         }
     }
     Ok(())
@@ -444,31 +546,13 @@ fn scan_unit<'a>(
     pass: Pass,
 ) -> Result<(), String> {
     let abbrevs = dwarf.abbreviations(header).map_err(gerr)?;
+    let ctx = UnitCtx::new(dwarf, header, &abbrevs)?;
     let mut tree = header.entries_tree(&abbrevs, None).map_err(gerr)?;
     let root = tree.root().map_err(gerr)?;
-
-    let mut ctx = UnitCtx {
-        dwarf,
-        header,
-        str_offsets_base: gimli::DebugStrOffsetsBase::default_for_encoding_and_file(
-            header.encoding(),
-            gimli::DwarfFileType::Main,
-        ),
-        addr_base: gimli::DebugAddrBase(0),
-    };
     {
         let entry = root.entry();
         if entry.tag() != gimli::DW_TAG_compile_unit {
             return Ok(());
-        }
-        if let Ok(Some(AttributeValue::DebugStrOffsetsBase(b))) =
-            entry.attr_value(gimli::DW_AT_str_offsets_base)
-        {
-            ctx.str_offsets_base = b;
-        }
-        if let Ok(Some(AttributeValue::DebugAddrBase(b))) = entry.attr_value(gimli::DW_AT_addr_base)
-        {
-            ctx.addr_base = b;
         }
         let is_runtime = ctx.name(entry).is_some_and(|n| n.slice() == b"runtime");
         if is_runtime != (pass == Pass::Runtime) {
@@ -488,37 +572,13 @@ fn scan_unit<'a>(
             let Ok(name) = std::str::from_utf8(name.slice()) else {
                 continue;
             };
-            let Some(slot) = wanted.structs.get_mut(name) else {
-                continue;
-            };
-            if slot.is_some() {
-                continue;
+            match wanted.structs.get(name) {
+                Some(None) => {}
+                _ => continue,
             }
-            let size = entry
-                .attr_value(gimli::DW_AT_byte_size)
-                .map_err(gerr)?
-                .and_then(|v| v.udata_value());
-            let mut members = Vec::new();
-            let mut kids = node.children();
-            while let Some(member) = kids.next().map_err(gerr)? {
-                let m = member.entry();
-                if m.tag() != gimli::DW_TAG_member {
-                    continue;
-                }
-                let mname = ctx
-                    .name(m)
-                    .map(|n| String::from_utf8_lossy(n.slice()).into_owned())
-                    .unwrap_or_default();
-                let off = m
-                    .attr_value(gimli::DW_AT_data_member_location)
-                    .map_err(gerr)?
-                    .and_then(|v| member_offset(v, header.encoding()))
-                    .ok_or_else(|| {
-                        format!("DWARF: member {name}.{mname} has no usable data_member_location")
-                    })?;
-                members.push((mname, off));
-            }
-            *slot = Some(StructInfo { size, members });
+            let name = name.to_string();
+            let info = read_struct(&ctx, node)?;
+            wanted.structs.insert(name, Some(info));
         } else if want_vars && tag == gimli::DW_TAG_variable {
             let Some(name) = ctx.name(entry) else {
                 continue;
@@ -549,6 +609,51 @@ fn scan_unit<'a>(
         }
     }
     Ok(())
+}
+
+/// The size and members of the struct type DIE `node`.
+fn read_struct<'a>(
+    ctx: &UnitCtx<'a, '_>,
+    node: gimli::EntriesTreeNode<'_, '_, '_, R<'a>>,
+) -> Result<StructInfo, String> {
+    let entry = node.entry();
+    let name = ctx
+        .name(entry)
+        .map(|n| String::from_utf8_lossy(n.slice()).into_owned())
+        .unwrap_or_default();
+    let size = entry
+        .attr_value(gimli::DW_AT_byte_size)
+        .map_err(gerr)?
+        .and_then(|v| v.udata_value());
+    let mut members = Vec::new();
+    let mut kids = node.children();
+    while let Some(member) = kids.next().map_err(gerr)? {
+        let m = member.entry();
+        if m.tag() != gimli::DW_TAG_member {
+            continue;
+        }
+        let mname = ctx
+            .name(m)
+            .map(|n| String::from_utf8_lossy(n.slice()).into_owned())
+            .unwrap_or_default();
+        let offset = m
+            .attr_value(gimli::DW_AT_data_member_location)
+            .map_err(gerr)?
+            .and_then(|v| member_offset(v, ctx.header.encoding()))
+            .ok_or_else(|| {
+                format!("DWARF: member {name}.{mname} has no usable data_member_location")
+            })?;
+        let ty = m
+            .attr_value(gimli::DW_AT_type)
+            .map_err(gerr)?
+            .and_then(|v| global_ref(v, ctx.header));
+        members.push(Member {
+            name: mname,
+            offset,
+            ty,
+        });
+    }
+    Ok(StructInfo { size, members })
 }
 
 /// `DW_AT_byte_size` of the type a `DW_AT_type` attribute refers to (in this

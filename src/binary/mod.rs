@@ -8,6 +8,7 @@
 pub mod buildinfo;
 pub mod dwarf;
 pub mod elf;
+pub mod globals;
 pub mod pclntab;
 
 use std::path::{Path, PathBuf};

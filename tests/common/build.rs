@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// How a fixture is built. To add a mode (e.g. stripped), add a variant and
+/// How a fixture is built. To add a mode, add a variant and
 /// its arms in [`BuildMode::name`], [`BuildMode::cgo`],
 /// [`BuildMode::go_build_args`] (and [`BuildMode::post_build`] for steps like
 /// binutils `strip`), then add it to [`BuildMode::ALL`] if every
@@ -37,11 +37,31 @@ pub enum BuildMode {
     /// `CGO_ENABLED=1 -ldflags=-linkmode=external` (gcc links; the fixture
     /// gains its cgo parker).
     Cgo,
+    /// `CGO_ENABLED=1 -ldflags=-linkmode=external -buildmode=pie`: the
+    /// unstripped twin of [`BuildMode::CgoPieStripped`] (how distributions
+    /// build Go programs, before `strip`).
+    CgoPie,
+    /// `CGO_ENABLED=0 -ldflags=-s -w`: no `.symtab`, no DWARF. The flags are
+    /// recorded in the binary's build info, so its data sits a few bytes
+    /// away from a [`BuildMode::Default`] build's.
+    Stripped,
+    /// [`BuildMode::Pie`], then binutils `strip` (which moves no allocated
+    /// section: addresses equal the `Pie` build's).
+    PieStripped,
+    /// [`BuildMode::CgoPie`], then binutils `strip`.
+    CgoPieStripped,
 }
 
 impl BuildMode {
     /// The modes every toolchain-wide test covers.
     pub const ALL: [BuildMode; 3] = [BuildMode::Default, BuildMode::Pie, BuildMode::Cgo];
+
+    /// The modes without symbols or DWARF.
+    pub const STRIPPED: [BuildMode; 3] = [
+        BuildMode::Stripped,
+        BuildMode::PieStripped,
+        BuildMode::CgoPieStripped,
+    ];
 
     /// Short name used in paths and messages.
     pub fn name(self) -> &'static str {
@@ -49,17 +69,46 @@ impl BuildMode {
             BuildMode::Default => "default",
             BuildMode::Pie => "pie",
             BuildMode::Cgo => "cgo",
+            BuildMode::CgoPie => "cgo-pie",
+            BuildMode::Stripped => "stripped",
+            BuildMode::PieStripped => "pie-stripped",
+            BuildMode::CgoPieStripped => "cgo-pie-stripped",
+        }
+    }
+
+    /// Whether the binary has neither `.symtab` nor DWARF.
+    pub fn stripped(self) -> bool {
+        matches!(
+            self,
+            BuildMode::Stripped | BuildMode::PieStripped | BuildMode::CgoPieStripped
+        )
+    }
+
+    /// The same build with symbols: same flags minus `-s -w`, no `strip`.
+    /// The mode itself if it is not stripped.
+    pub fn unstripped(self) -> BuildMode {
+        match self {
+            BuildMode::Stripped => BuildMode::Default,
+            BuildMode::PieStripped => BuildMode::Pie,
+            BuildMode::CgoPieStripped => BuildMode::CgoPie,
+            m => m,
         }
     }
 
     /// Built with CGO_ENABLED=1 (so the `cgo` build tag is set).
     pub fn cgo(self) -> bool {
-        matches!(self, BuildMode::Cgo)
+        matches!(
+            self,
+            BuildMode::Cgo | BuildMode::CgoPie | BuildMode::CgoPieStripped
+        )
     }
 
     /// Position-independent executable.
     pub fn pie(self) -> bool {
-        matches!(self, BuildMode::Pie)
+        matches!(
+            self,
+            BuildMode::Pie | BuildMode::CgoPie | BuildMode::PieStripped | BuildMode::CgoPieStripped
+        )
     }
 
     /// Extra `go build` arguments (before the package).
@@ -68,22 +117,50 @@ impl BuildMode {
             BuildMode::Default => vec![],
             BuildMode::Pie => vec!["-buildmode=pie".into()],
             BuildMode::Cgo => vec!["-ldflags=-linkmode=external".into()],
+            BuildMode::CgoPie | BuildMode::CgoPieStripped => vec![
+                "-ldflags=-linkmode=external".into(),
+                "-buildmode=pie".into(),
+            ],
+            BuildMode::Stripped => vec!["-ldflags=-s -w".into()],
+            BuildMode::PieStripped => vec!["-buildmode=pie".into()],
         }
     }
 
-    /// A step run on the built binary before it is published (none yet; a
-    /// stripped mode would run binutils `strip` here). Describe it in
+    /// A step run on the built binary before it is published: binutils
+    /// `strip` for the modes that need it. Described in
     /// [`BuildMode::post_build_key`] so the cache key changes with it.
-    pub fn post_build(self, _binary: &Path) {
+    pub fn post_build(self, binary: &Path) {
         match self {
-            BuildMode::Default | BuildMode::Pie | BuildMode::Cgo => {}
+            BuildMode::PieStripped | BuildMode::CgoPieStripped => {
+                let out = Command::new("strip")
+                    .arg(binary)
+                    .output()
+                    .unwrap_or_else(|e| panic!("running strip (binutils): {e}"));
+                assert!(
+                    out.status.success(),
+                    "strip {} failed ({}): {}",
+                    binary.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            BuildMode::Default
+            | BuildMode::Pie
+            | BuildMode::Cgo
+            | BuildMode::CgoPie
+            | BuildMode::Stripped => {}
         }
     }
 
     /// What [`BuildMode::post_build`] does, for the cache key.
     pub fn post_build_key(self) -> &'static str {
         match self {
-            BuildMode::Default | BuildMode::Pie | BuildMode::Cgo => "",
+            BuildMode::PieStripped | BuildMode::CgoPieStripped => "strip",
+            BuildMode::Default
+            | BuildMode::Pie
+            | BuildMode::Cgo
+            | BuildMode::CgoPie
+            | BuildMode::Stripped => "",
         }
     }
 
