@@ -278,6 +278,34 @@ fn is_running(g: &Goroutine) -> bool {
     matches!(g.status, GStatus::Running | GStatus::Copystack)
 }
 
+/// Checks that goroutines read with the target's layout look like
+/// goroutines: known statuses, positive distinct goids, sane stack bounds.
+/// For layouts that are only the nearest known one.
+pub(crate) fn check_layout(target: &Target) -> std::result::Result<(), String> {
+    let mut g_bytes = MemorySnapshot::new();
+    let gs = read_goroutines(target, &mut g_bytes).map_err(|e| e.to_string())?;
+    if gs.is_empty() {
+        return Err("no live goroutine in runtime.allgs".into());
+    }
+    let mut goids = PcSet::default();
+    for g in gs.iter().take(1000) {
+        let stack = g.stack_hi.wrapping_sub(g.stack_lo);
+        if let GStatus::Unknown(raw) = g.status {
+            return Err(format!("goroutine at {:#x} has status {raw}", g.addr));
+        }
+        if g.goid == 0 || !goids.insert(g.goid) {
+            return Err(format!("goroutine at {:#x} has goid {}", g.addr, g.goid));
+        }
+        if g.stack_lo >= g.stack_hi || !stack.is_power_of_two() || stack < 2048 {
+            return Err(format!(
+                "goroutine {} has stack [{:#x}, {:#x})",
+                g.goid, g.stack_lo, g.stack_hi
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the `allgs` slice header: array address and length.
 fn read_allgs(target: &Target) -> Result<(u64, u64)> {
     let mut header = [0u8; 16];

@@ -1,7 +1,8 @@
 //! A target: a live Go process together with its parsed executable.
 
-use crate::binary::Binary;
+use crate::binary::{Binary, LayoutSource, OpenOptions};
 use crate::error::{Error, Result};
+use crate::layout::LayoutMatch;
 use crate::process::memory::ProcessMemory;
 use crate::process::Process;
 
@@ -18,8 +19,15 @@ impl Target {
     /// Opens process `pid` and parses its executable (through
     /// /proc/PID/exe, so it works for deleted binaries and containers).
     pub fn attach(pid: i32) -> Result<Target> {
+        Target::attach_with(pid, &OpenOptions::default())
+    }
+
+    /// [`Target::attach`] with options for reading the binary (`--bin`,
+    /// `--go-version`). When the runtime layout is only the nearest known
+    /// one, what is read from the process is checked against it first.
+    pub fn attach_with(pid: i32, options: &OpenOptions) -> Result<Target> {
         let process = Process::open(pid)?;
-        let binary = Binary::open(&process.exe_path()).map_err(|e| match e {
+        let binary = Binary::open_with(&process.exe_path(), options).map_err(|e| match e {
             Error::NotGo { reason, .. } => Error::NotGo {
                 path: process.exe_display().into(),
                 reason: format!("{reason}; is PID {pid} a Go program?"),
@@ -28,12 +36,25 @@ impl Target {
         })?;
         let bias = process.load_bias(&binary.image)?;
         let memory = ProcessMemory::new(pid);
-        Ok(Target {
+        let target = Target {
             process,
             binary,
             bias,
             memory,
-        })
+        };
+        if let LayoutSource::Table(LayoutMatch::Nearest { wanted, known }) =
+            &target.binary.layout_source
+        {
+            crate::snapshot::check_layout(&target).map_err(|why| Error::Unsupported {
+                path: target.binary.path.clone(),
+                reason: format!(
+                    "gospy has no runtime layout for Go 1.{wanted} and the one of Go 1.{known} \
+                     does not fit this process ({why}); give a debug build with --bin PATH, or \
+                     another version with --go-version"
+                ),
+            })?;
+        }
+        Ok(target)
     }
 
     /// PID of the target.

@@ -37,8 +37,13 @@ fn for_each_toolchain(
 /// Every parked goroutine's frames and creator equal the runtime's; labels
 /// and states agree; the CPU burners show their call chain.
 fn matches_runtime(tc: &Toolchain, target: &mut Target) -> Result<(), String> {
+    matches_runtime_with(tc, target, &[])
+}
+
+/// [`matches_runtime`] with extra gospy arguments.
+fn matches_runtime_with(tc: &Toolchain, target: &mut Target, extra: &[&str]) -> Result<(), String> {
     let truth = target.ground_truth();
-    let dump = gospy_dump_json(target.pid());
+    let dump = gospy_dump_json_with(target.pid(), extra);
     let compared = compare_parked(&truth, &dump)?;
     let expected = parked_catalogue(tc, BuildMode::Default).len();
     if compared < expected {
@@ -169,6 +174,71 @@ fn dump_matches_runtime_pie_build() {
 #[test]
 fn dump_matches_runtime_cgo_build() {
     for_each_toolchain(BuildMode::Cgo, matches_runtime);
+}
+
+/// [`matches_runtime`] for a binary without symbols or DWARF: gospy must say
+/// it used its built-in table, and the binary must really have neither.
+fn matches_runtime_stripped(tc: &Toolchain, target: &mut Target) -> Result<(), String> {
+    let image = ::gospy::binary::ElfImage::open(target.binary()).map_err(|e| e.to_string())?;
+    if image.symbol("runtime.allgs").is_some() || image.section(".debug_info").is_some() {
+        return Err(format!(
+            "{} still has symbols or DWARF",
+            target.binary().display()
+        ));
+    }
+    let dump = gospy_dump_json(target.pid());
+    let source = dump["layout_source"].as_str().unwrap_or("");
+    if !source.starts_with(&format!("built-in table for Go 1.{}", tc.minor())) {
+        return Err(format!("layout_source is {source:?}"));
+    }
+    matches_runtime(tc, target)
+}
+
+/// Built with `-ldflags=-s -w`: no symbol table, no DWARF.
+#[test]
+fn dump_matches_runtime_stripped_build() {
+    for_each_toolchain(BuildMode::Stripped, matches_runtime_stripped);
+}
+
+/// `-buildmode=pie`, then binutils `strip`.
+#[test]
+fn dump_matches_runtime_pie_stripped_build() {
+    for_each_toolchain(BuildMode::PieStripped, matches_runtime_stripped);
+}
+
+/// The way distributions build: cgo, external linker, PIE, then `strip`.
+#[test]
+fn dump_matches_runtime_distro_build() {
+    for_each_toolchain(BuildMode::CgoPieStripped, matches_runtime_stripped);
+}
+
+/// `--bin` with the unstripped build of a stripped target takes the
+/// layout from its DWARF (and still matches the runtime); a debug build of
+/// another program, or of another build of it, is refused.
+#[test]
+fn debug_binary_must_match_and_is_used() {
+    for_each_toolchain(BuildMode::PieStripped, |tc, target| {
+        let twin = build_fixture("parked", tc, BuildMode::Pie);
+        let twin_arg = twin.to_str().unwrap();
+        let dump = gospy_dump_json_with(target.pid(), &["--bin", twin_arg]);
+        let source = dump["layout_source"].as_str().unwrap_or("");
+        if source != format!("DWARF of {twin_arg}") {
+            return Err(format!("layout_source with --bin is {source:?}"));
+        }
+        matches_runtime_with(tc, target, &["--bin", twin_arg])?;
+        let other = build_fixture("parked", tc, BuildMode::Default);
+        let err = gospy_error(&[
+            "dump",
+            "--pid",
+            &target.pid().to_string(),
+            "--bin",
+            other.to_str().unwrap(),
+        ]);
+        if !err.contains("is not a debug build of this binary") {
+            return Err(format!("mismatched --bin: {err}"));
+        }
+        Ok(())
+    });
 }
 
 /// The text output parses as a Go traceback and says the same as the
@@ -462,7 +532,12 @@ fn bad_input_gives_one_clear_line() {
     assert!(err.contains("zombie"), "{err}");
     zombie.wait().unwrap();
 
-    // A Go binary gospy cannot use: no DWARF (built with -ldflags=-w).
+    // Bad options.
+    let err = gospy_error(&["dump", "--pid", "1", "--go-version", "banana"]);
+    assert!(err.contains("--go-version banana"), "{err}");
+
+    // A Go binary gospy cannot use: no DWARF (built with -ldflags=-w) and
+    // a Go version forced to one without a built-in layout.
     let tc = newest_toolchain();
     let dir = target_dir().join("tmp/dump-nodwarf");
     std::fs::create_dir_all(&dir).unwrap();
@@ -486,8 +561,25 @@ fn bad_input_gives_one_clear_line() {
     assert!(status.success());
     let mut nodwarf = Command::new(&bin).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let err = gospy_error(&["dump", "--pid", &nodwarf.id().to_string()]);
-    assert!(err.contains("DWARF"), "{err}");
+    let err = gospy_error(&[
+        "dump",
+        "--pid",
+        &nodwarf.id().to_string(),
+        "--go-version",
+        "1.25",
+    ]);
+    assert!(
+        err.contains("no built-in runtime layout fits go1.25") && err.contains("--bin"),
+        "{err}"
+    );
+    let err = gospy_error(&[
+        "dump",
+        "--pid",
+        &nodwarf.id().to_string(),
+        "--go-version",
+        "1.14",
+    ]);
+    assert!(err.contains("go1.14"), "{err}");
     nodwarf.kill().unwrap();
     nodwarf.wait().unwrap();
 }

@@ -253,6 +253,24 @@ fn cpu_split_matches_work_ratio() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// The same on binaries built the way distributions build them (cgo,
+/// external linker, PIE, stripped): no symbols, no DWARF.
+#[test]
+fn cpu_split_on_stripped_distro_builds() {
+    let mut failures = Vec::new();
+    for tc in toolchains() {
+        let bin = build_fixture(FIXTURE, &tc, BuildMode::CgoPieStripped);
+        let (_cpu, target) = start_exclusive(&bin);
+        if let Err(e) = cpu_split(&target, &[]) {
+            failures.push(format!("=== Go {}: {e}", tc.version));
+        }
+        if !target.is_running_not_stopped() {
+            failures.push(format!("=== Go {}: target left stopped", tc.version));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// Checks that `svg` is well-formed XML (quick-xml checks each end tag
 /// against its start tag; we check nothing is left open) with an `svg` root.
 fn check_xml(svg: &str) -> Result<(), String> {

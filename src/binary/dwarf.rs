@@ -30,9 +30,15 @@ type R<'a> = EndianSlice<'a, LittleEndian>;
 type Dwarf<'a> = gimli::Dwarf<R<'a>>;
 
 /// Shown to users when the binary carries no DWARF.
-const NO_DWARF: &str = "no DWARF debug info (binary built with -ldflags=-w or stripped); \
-gospy currently reads the Go runtime's struct layouts from DWARF, so it needs a binary \
-built without -w (and without -s) and not stripped";
+const NO_DWARF: &str = "no DWARF debug info (binary built with -ldflags=-w or stripped)";
+
+/// Whether the binary carries DWARF debug info (a `.debug_info` section,
+/// compressed or not).
+pub fn has_dwarf(image: &ElfImage) -> bool {
+    [".debug_info", ".zdebug_info"]
+        .iter()
+        .any(|name| image.section(name).is_some_and(|s| s.size > 0))
+}
 
 /// Reads the offsets of the runtime structs gospy uses and the link-time
 /// addresses of the runtime globals.
@@ -76,6 +82,16 @@ pub fn read_layout_from_bytes(data: &[u8]) -> Result<Layout, String> {
             .and_then(|v| Some((v.addr, v.size? / 16)))
             .filter(|&(_, n)| n > 0),
         runtime_init_time: global("runtime.runtimeInitTime").map(|v| v.addr),
+        allp: global("runtime.allp").map(|v| v.addr),
+        sched: global("runtime.sched").map(|v| v.addr),
+        gomaxprocs: global("runtime.gomaxprocs").map(|v| v.addr),
+        ncpu: global("runtime.ncpu")
+            .or_else(|| global("runtime.numCPUStartup"))
+            .map(|v| v.addr),
+        mheap: global("runtime.mheap_").map(|v| v.addr),
+        memstats: global("runtime.memstats").map(|v| v.addr),
+        gc_controller: global("runtime.gcController").map(|v| v.addr),
+        work: global("runtime.work").map(|v| v.addr),
     };
     Ok(layout)
 }
@@ -240,13 +256,22 @@ fn global_ref(
     }
 }
 
-const GLOBAL_NAMES: [&str; 6] = [
+const GLOBAL_NAMES: [&str; 15] = [
     "runtime.allgs",
     "runtime.allglen",
     "runtime.allm",
     "runtime.firstmoduledata",
     "runtime.waitReasonStrings",
     "runtime.runtimeInitTime",
+    "runtime.allp",
+    "runtime.sched",
+    "runtime.gomaxprocs",
+    "runtime.ncpu",
+    "runtime.numCPUStartup",
+    "runtime.mheap_",
+    "runtime.memstats",
+    "runtime.gcController",
+    "runtime.work",
 ];
 
 /// A struct type found in DWARF.

@@ -779,7 +779,7 @@ pub struct RuntimeGlobals {
 }
 
 impl RuntimeGlobals {
-    /// The subset [`crate::layout::Layout`] holds today.
+    /// The globals as [`crate::layout::Layout`] holds them.
     pub fn to_layout_globals(&self) -> Globals {
         Globals {
             allgs: self.allgs,
@@ -788,6 +788,14 @@ impl RuntimeGlobals {
             firstmoduledata: self.moduledata.addr,
             wait_reason_strings: self.wait_reason_strings,
             runtime_init_time: self.runtime_init_time,
+            allp: self.allp,
+            sched: self.sched,
+            gomaxprocs: self.gomaxprocs,
+            ncpu: self.ncpu,
+            mheap: self.mheap,
+            memstats: self.memstats,
+            gc_controller: self.gc_controller,
+            work: self.work,
         }
     }
 }

@@ -39,10 +39,12 @@ pub struct DumpArgs {
     /// Stop unwinding a stack after this many frames.
     #[arg(long, default_value_t = crate::unwind::DEFAULT_MAX_DEPTH)]
     max_depth: usize,
+    #[command(flatten)]
+    binary: super::BinaryArgs,
 }
 
 pub fn run(args: DumpArgs) -> Result<i32> {
-    let target = Target::attach(args.pid)?;
+    let target = Target::attach_with(args.pid, &args.binary.open_options()?)?;
     let snapshot = Snapshot::take(
         &target,
         SnapshotOptions {
@@ -63,6 +65,7 @@ pub fn run(args: DumpArgs) -> Result<i32> {
         pid: target.pid(),
         binary: target.process.exe_display(),
         go_version: target.binary.go_version.to_string(),
+        layout_source: target.binary.layout_source.to_string(),
         pause_seconds: snapshot.pause.map(|d| d.as_secs_f64()),
         total_goroutines: total,
     };

@@ -43,6 +43,44 @@ enum Command {
     Record(record::RecordArgs),
 }
 
+/// How to read the target's binary: options shared by the subcommands.
+#[derive(clap::Args, Clone, Default)]
+pub struct BinaryArgs {
+    /// Take DWARF and symbols from this debug build of the target's program
+    /// (for a stripped target; it must be the same build: same build id).
+    #[arg(long = "bin", value_name = "PATH")]
+    debug_binary: Option<std::path::PathBuf>,
+    /// Read the target as this Go version (e.g. 1.24) instead of the one
+    /// recorded in its binary.
+    #[arg(long, value_name = "VERSION")]
+    go_version: Option<String>,
+}
+
+impl BinaryArgs {
+    /// The options for [`crate::binary::Binary::open_with`].
+    pub fn open_options(&self) -> crate::Result<crate::binary::OpenOptions> {
+        let go_version = match &self.go_version {
+            None => None,
+            Some(v) => {
+                let text = if v.starts_with("go") {
+                    v.clone()
+                } else {
+                    format!("go{v}")
+                };
+                Some(crate::binary::GoVersion::parse(&text).ok_or_else(|| {
+                    crate::Error::Other(format!(
+                        "--go-version {v}: expected a Go version like 1.24 or go1.24.3"
+                    ))
+                })?)
+            }
+        };
+        Ok(crate::binary::OpenOptions {
+            go_version,
+            debug_binary: self.debug_binary.clone(),
+        })
+    }
+}
+
 /// Runs gospy with the process arguments and returns the exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();

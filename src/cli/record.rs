@@ -80,6 +80,8 @@ pub struct RecordArgs {
     /// ptrace; needs perf events (root or CAP_PERFMON).
     #[arg(long)]
     nonblocking: bool,
+    #[command(flatten)]
+    binary: super::BinaryArgs,
     /// Launch this program (with its arguments, after `--`) and profile it
     /// from its start; gospy exits with its exit status.
     #[arg(last = true, value_name = "PROGRAM")]
@@ -103,6 +105,8 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             "--duration must be a positive number of seconds".into(),
         ));
     }
+    // Bad options fail before a program is launched.
+    args.binary.open_options()?;
     let mut launched = match args.command.split_first() {
         Some((program, rest)) => Some(launch(program, rest)?),
         None => None,
@@ -190,7 +194,7 @@ fn wait_for_child(launched: &mut Launched) -> i32 {
 
 /// Samples process `pid` and writes the profile.
 fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i32> {
-    let target = Target::attach(pid)?;
+    let target = Target::attach_with(pid, &args.binary.open_options()?)?;
     let output = args.output.clone().unwrap_or_else(|| {
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -811,6 +811,22 @@ pub struct Globals {
     pub wait_reason_strings: Option<(u64, u64)>,
     /// `runtime.runtimeInitTime` (nanotime at start).
     pub runtime_init_time: Option<u64>,
+    /// `runtime.allp`, a `[]*p`.
+    pub allp: Option<u64>,
+    /// `runtime.sched`, a `schedt`.
+    pub sched: Option<u64>,
+    /// `runtime.gomaxprocs`, an `int32`.
+    pub gomaxprocs: Option<u64>,
+    /// `runtime.ncpu` (`runtime.numCPUStartup` from Go 1.26), an `int32`.
+    pub ncpu: Option<u64>,
+    /// `runtime.mheap_`.
+    pub mheap: Option<u64>,
+    /// `runtime.memstats`.
+    pub memstats: Option<u64>,
+    /// `runtime.gcController`.
+    pub gc_controller: Option<u64>,
+    /// `runtime.work` (GC phase times, pause figures).
+    pub work: Option<u64>,
 }
 
 /// Everything gospy needs to know about where runtime data lives in one target.

@@ -13,6 +13,8 @@ pub struct DumpHeader {
     pub pid: i32,
     pub binary: String,
     pub go_version: String,
+    /// Where the runtime layout came from (`DWARF`, `built-in table ...`).
+    pub layout_source: String,
     /// How long the target was stopped, if it was.
     pub pause_seconds: Option<f64>,
     /// Goroutines in the process, before filtering.
@@ -35,8 +37,8 @@ pub fn write_text(
 ) -> io::Result<()> {
     write!(
         out,
-        "Process {}: {}\nGo version: {}\nGoroutines: {}",
-        header.pid, header.binary, header.go_version, header.total_goroutines
+        "Process {}: {}\nGo version: {} (runtime layout: {})\nGoroutines: {}",
+        header.pid, header.binary, header.go_version, header.layout_source, header.total_goroutines
     )?;
     if goroutines.len() != header.total_goroutines {
         write!(out, " ({} shown)", goroutines.len())?;
@@ -210,6 +212,7 @@ pub struct DumpDocument<'a> {
     pub pid: i32,
     pub binary: &'a str,
     pub go_version: &'a str,
+    pub layout_source: &'a str,
     pub pause_seconds: Option<f64>,
     pub total_goroutines: usize,
     pub goroutines: Vec<JsonGoroutine<'a>>,
@@ -261,6 +264,7 @@ pub fn write_json(
         pid: header.pid,
         binary: &header.binary,
         go_version: &header.go_version,
+        layout_source: &header.layout_source,
         pause_seconds: header.pause_seconds,
         total_goroutines: header.total_goroutines,
         goroutines: goroutines

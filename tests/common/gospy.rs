@@ -22,8 +22,15 @@ pub fn run_gospy(args: &[&str]) -> Output {
 /// `gospy dump --pid PID --json`, parsed. Panics with gospy's stderr if it
 /// fails or prints something that is not JSON.
 pub fn gospy_dump_json(pid: u32) -> Value {
+    gospy_dump_json_with(pid, &[])
+}
+
+/// [`gospy_dump_json`] with extra arguments (e.g. `--bin PATH`).
+pub fn gospy_dump_json_with(pid: u32, extra: &[&str]) -> Value {
     let pid = pid.to_string();
-    let out = run_gospy(&["dump", "--pid", &pid, "--json"]);
+    let mut args = vec!["dump", "--pid", &pid, "--json"];
+    args.extend_from_slice(extra);
+    let out = run_gospy(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

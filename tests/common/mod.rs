@@ -52,8 +52,8 @@ pub mod traceback;
 
 pub use build::{build_fixture, fixtures_dir, gocache_dir, gofixtures_dir, target_dir, BuildMode};
 pub use gospy::{
-    compare_labels, compare_parked, compare_states, gospy_bin, gospy_dump_json, gospy_goroutine,
-    gospy_goroutines, gospy_visible_frames, run_gospy,
+    compare_labels, compare_parked, compare_states, gospy_bin, gospy_dump_json,
+    gospy_dump_json_with, gospy_goroutine, gospy_goroutines, gospy_visible_frames, run_gospy,
 };
 pub use parked::{parked_catalogue, Parked, BURNERS, BURN_CHAIN, MAIN_LOOP};
 pub use target::{thread_states, Target};
