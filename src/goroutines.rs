@@ -36,6 +36,9 @@ pub struct GoroutineReport {
     pub truncated: bool,
     /// Why the stack could not be read completely, if it could not.
     pub error: Option<String>,
+    /// With `--native`: C frames on the goroutine's thread above the Go
+    /// frames (a cgo call), innermost first.
+    pub native_frames: Vec<crate::native::NativeFrame>,
 }
 
 /// The `go` statement that started a goroutine.
@@ -170,6 +173,7 @@ impl<'a> Builder<'a> {
             frames,
             truncated,
             error,
+            native_frames: Vec::new(),
         }
     }
 

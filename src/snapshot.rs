@@ -41,7 +41,14 @@ pub struct SnapshotOptions {
     /// Read without stopping the target (`--nonblocking`): goroutines that
     /// change while being read are reported as unstable.
     pub nonblocking: bool,
+    /// Also keep every stopped thread's registers and copy the top of its
+    /// own (native) stack, for unwinding C frames (`--native`).
+    pub native: bool,
 }
+
+/// How much of a thread's native stack is copied for `--native`: C frames
+/// of a cgo call rarely go deeper.
+const NATIVE_STACK_COPY: u64 = 64 << 10;
 
 /// The thread a running goroutine was on when its stack was copied.
 #[derive(Debug, Clone)]
@@ -69,6 +76,10 @@ pub struct Snapshot {
     /// Goroutines (by `g` address) that changed while being read without a
     /// pause; their stacks cannot be trusted.
     pub unstable: PcSet<u64>,
+    /// With [`SnapshotOptions::native`]: the registers of every thread
+    /// stopped in the first pause, by thread id (their stacks are in
+    /// `stacks`).
+    pub native_registers: HashMap<u64, crate::process::ptrace::Registers>,
 }
 
 impl Snapshot {
@@ -90,7 +101,7 @@ impl Snapshot {
 
         let mut stacks = MemorySnapshot::new();
         let (mut state, mut paused_for) = if blocking {
-            let (state, paused_for) = pause_and_copy_running(target, &mut stacks)?;
+            let (state, paused_for) = pause_and_copy_running(target, &mut stacks, options.native)?;
             (state, Some(paused_for))
         } else {
             (RuntimeState::default(), None)
@@ -270,6 +281,7 @@ struct RuntimeState {
     machines: Vec<Machine>,
     contexts: HashMap<u64, ThreadContext>,
     monotonic_ns: i64,
+    native_registers: HashMap<u64, crate::process::ptrace::Registers>,
 }
 
 /// Goroutines whose stack changes while the target runs: their stacks are
@@ -360,6 +372,7 @@ impl RuntimeState {
             pause,
             monotonic_ns: self.monotonic_ns,
             unstable,
+            native_registers: self.native_registers,
         }
     }
 }
@@ -369,11 +382,63 @@ impl RuntimeState {
 fn pause_and_copy_running(
     target: &Target,
     stacks: &mut MemorySnapshot,
+    native: bool,
 ) -> Result<(RuntimeState, Duration)> {
+    // Where each native stack ends, read before the pause.
+    let maps = if native {
+        target.process.maps()?
+    } else {
+        Vec::new()
+    };
     let pause = ptrace::pause(target.pid())?;
-    let copied = copy_running(target, &pause, stacks);
+    let copied = copy_running(target, &pause, stacks).map(|mut state| {
+        if native {
+            copy_native_stacks(&pause, &maps, stacks, &mut state);
+        }
+        state
+    });
+    let copied = match copied {
+        Ok(state) => stacks.fetch(&target.memory).map(|_| state),
+        Err(e) => Err(e),
+    };
     let paused_for = pause.resume();
     Ok((copied?, paused_for))
+}
+
+/// Keeps the registers of every stopped thread that runs a goroutine and
+/// queues the top of its stack (up to the end of the mapping it is in) for
+/// copying.
+fn copy_native_stacks(
+    pause: &Pause,
+    maps: &[crate::process::MapEntry],
+    stacks: &mut MemorySnapshot,
+    state: &mut RuntimeState,
+) {
+    // Only threads running a goroutine can show C frames above Go ones.
+    let busy: Vec<u64> = state
+        .machines
+        .iter()
+        .filter(|m| m.curg != 0)
+        .map(|m| m.tid)
+        .collect();
+    for thread in pause.threads() {
+        let Some(regs) = &thread.regs else { continue };
+        if !u64::try_from(thread.tid).is_ok_and(|tid| busy.contains(&tid)) {
+            continue;
+        }
+        if let Some(map) = maps
+            .iter()
+            .find(|m| m.start <= regs.rsp && regs.rsp < m.end)
+        {
+            stacks.request(
+                regs.rsp,
+                (map.end - regs.rsp).min(NATIVE_STACK_COPY) as usize,
+            );
+        }
+        if let Ok(tid) = u64::try_from(thread.tid) {
+            state.native_registers.insert(tid, *regs);
+        }
+    }
 }
 
 /// The paused pass: every M, the goroutines they run, their registers and
@@ -408,6 +473,7 @@ fn copy_running(
         machines,
         contexts,
         monotonic_ns: 0,
+        native_registers: HashMap::new(),
     })
 }
 

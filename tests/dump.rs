@@ -669,3 +669,46 @@ fn repeated_dumps_are_stable() {
         assert!(target.is_running_not_stopped());
     }
 }
+
+/// `--native` shows the C frames of a goroutine inside a cgo call above its
+/// Go frames (the `cgodeep` fixture: main.parkInC -> c_outer -> c_middle ->
+/// c_inner -> libc sleep), on the oldest and newest toolchains; without it
+/// there are none.
+#[test]
+fn native_shows_c_frames_of_cgo_calls() {
+    let all = toolchains();
+    let mut failures = Vec::new();
+    for tc in [all.first().unwrap(), all.last().unwrap()] {
+        let bin = build_fixture("cgodeep", tc, BuildMode::Cgo);
+        let target = Target::start(&bin, &[]);
+        let dump = gospy_dump_json_with(target.pid(), &["--native"]);
+        let g = gospy_goroutines(&dump).iter().find(|g| {
+            gospy_visible_frames(g)
+                .iter()
+                .any(|f| f.function == "main.parkInC")
+        });
+        let names: Vec<&str> = g
+            .and_then(|g| g["native_frames"].as_array())
+            .map(|fs| fs.iter().filter_map(|f| f["function"].as_str()).collect())
+            .unwrap_or_default();
+        let wanted = ["sleep", "c_inner", "c_middle", "c_outer"];
+        let mut rest = names.iter();
+        if !wanted.iter().all(|w| rest.any(|n| n == w)) {
+            failures.push(format!(
+                "Go {}: native frames {names:?}, wanted {wanted:?} in order",
+                tc.version
+            ));
+        }
+        let plain = gospy_dump_json(target.pid());
+        if gospy_goroutines(&plain)
+            .iter()
+            .any(|g| g.get("native_frames").is_some())
+        {
+            failures.push(format!("Go {}: native frames without --native", tc.version));
+        }
+        if !target.is_running_not_stopped() {
+            failures.push(format!("Go {}: target left stopped", tc.version));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

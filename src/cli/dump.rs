@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use clap::Args;
 
 use crate::goroutines::{self, GoroutineReport, ReportOptions};
+use crate::native::NativeUnwinder;
 use crate::output::dump::{self, DumpHeader, TextOptions};
 use crate::snapshot::{Snapshot, SnapshotOptions};
 use crate::target::Target;
@@ -39,16 +40,34 @@ pub struct DumpArgs {
     /// Stop unwinding a stack after this many frames.
     #[arg(long, default_value_t = crate::unwind::DEFAULT_MAX_DEPTH)]
     max_depth: usize,
+    /// Also show the C frames of goroutines in cgo calls (unwound with the
+    /// binary's and libraries' .eh_frame).
+    #[arg(long)]
+    native: bool,
     #[command(flatten)]
     binary: super::BinaryArgs,
 }
 
 pub fn run(args: DumpArgs) -> Result<i32> {
     let target = Target::attach_with(args.pid, &args.binary.open_options()?)?;
+    if args.native && args.nonblocking {
+        return Err(crate::Error::Other(
+            "--native needs the threads' registers, which --nonblocking does not read".into(),
+        ));
+    }
+    // Modules are parsed before the pause, not during it.
+    let native = if args.native {
+        let unwinder = NativeUnwinder::new(target.pid())?;
+        unwinder.preload();
+        Some(unwinder)
+    } else {
+        None
+    };
     let snapshot = Snapshot::take(
         &target,
         SnapshotOptions {
             nonblocking: args.nonblocking,
+            native: args.native,
         },
     )?;
     let all = goroutines::reports(
@@ -59,6 +78,10 @@ pub fn run(args: DumpArgs) -> Result<i32> {
             labels: true,
         },
     );
+    let mut all = all;
+    if let Some(unwinder) = &native {
+        add_native_frames(&target, &snapshot, unwinder, &mut all);
+    }
     let total = all.len();
     let shown: Vec<GoroutineReport> = all.into_iter().filter(|g| keep(&args, g)).collect();
     let header = DumpHeader {
@@ -91,6 +114,32 @@ pub fn run(args: DumpArgs) -> Result<i32> {
     }
     Ok(if super::interrupted() { 130 } else { 0 })
 }
+
+/// Unwinds the C frames of every goroutine on a thread, from that thread's
+/// registers and stack as copied in the pause, up to the first Go pc.
+fn add_native_frames(
+    target: &Target,
+    snapshot: &Snapshot,
+    unwinder: &NativeUnwinder,
+    reports: &mut [GoroutineReport],
+) {
+    let pclntab = &target.binary.pclntab;
+    let go_text = pclntab.text_start() + target.bias..pclntab.text_end() + target.bias;
+    let is_go = |pc: u64| go_text.contains(&pc);
+    for report in reports {
+        let Some(regs) = report
+            .thread_id
+            .and_then(|tid| snapshot.native_registers.get(&tid))
+        else {
+            continue;
+        };
+        let (frames, _) = unwinder.unwind(regs, &snapshot.stacks, &is_go, MAX_NATIVE_FRAMES);
+        report.native_frames = frames;
+    }
+}
+
+/// C frames shown per goroutine.
+const MAX_NATIVE_FRAMES: usize = 256;
 
 fn keep(args: &DumpArgs, g: &GoroutineReport) -> bool {
     if g.system && !args.system {

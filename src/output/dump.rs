@@ -97,6 +97,20 @@ fn write_goroutine(out: &mut Vec<u8>, g: &GoroutineReport, options: TextOptions)
     }
     out.extend_from_slice(b"]:\n");
 
+    // C frames of a cgo call (--native), above the Go frames as in py-spy.
+    for frame in &g.native_frames {
+        out.extend_from_slice(frame.function.as_deref().unwrap_or("??").as_bytes());
+        out.extend_from_slice(b" [C]\n\t");
+        out.extend_from_slice(frame.module.as_bytes());
+        if frame.function.is_some() && frame.offset > 0 {
+            push_pc_offset(out, frame.offset);
+        } else {
+            out.extend_from_slice(b" pc=0x");
+            push_digits(out, frame.pc, 16);
+        }
+        out.push(b'\n');
+    }
+
     let mut printed = 0;
     for frame in g.frames.iter() {
         if frame.hidden && !options.runtime_frames {
@@ -233,6 +247,21 @@ pub struct JsonGoroutine<'a> {
     pub frames: Vec<JsonFrame<'a>>,
     pub truncated: bool,
     pub error: Option<&'a str>,
+    /// `--native` only: C frames above the Go frames, innermost first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub native_frames: Vec<JsonNativeFrame<'a>>,
+}
+
+/// One C frame (`--native`).
+#[derive(Debug, Serialize)]
+pub struct JsonNativeFrame<'a> {
+    pub pc: u64,
+    /// The symbol, if the module has one there.
+    pub function: Option<&'a str>,
+    /// pc minus the symbol's start.
+    pub offset: u64,
+    /// The mapped file.
+    pub module: &'a str,
 }
 
 /// The `go` statement that created a goroutine.
@@ -301,6 +330,16 @@ pub fn write_json(
                     .collect(),
                 truncated: g.truncated,
                 error: g.error.as_deref(),
+                native_frames: g
+                    .native_frames
+                    .iter()
+                    .map(|f| JsonNativeFrame {
+                        pc: f.pc,
+                        function: f.function.as_deref(),
+                        offset: f.offset,
+                        module: &f.module,
+                    })
+                    .collect(),
             })
             .collect(),
     };

@@ -116,7 +116,10 @@ impl Sampler<'_> {
             self.profile.lost = perf.lost();
             if self.options.idle && Instant::now() >= next_tick {
                 next_tick = (next_tick + interval).max(Instant::now());
-                match self.take_idle_snapshot(SnapshotOptions { nonblocking: true }) {
+                match self.take_idle_snapshot(SnapshotOptions {
+                    nonblocking: true,
+                    ..SnapshotOptions::default()
+                }) {
                     Ok(snapshot) => self.count_snapshot(&snapshot, false),
                     Err(e) => self.note_error(e),
                 }
