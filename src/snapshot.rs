@@ -653,10 +653,11 @@ pub(crate) fn read_machines(target: &Target) -> Result<Vec<Machine>> {
     let mut buf = vec![0u8; m_len];
     while addr != 0 && machines.len() < MAX_MACHINES {
         mem.read(addr, &mut buf)?;
-        let Some(m) = Machine::decode(addr, &buf, layout) else {
+        let Some(mut m) = Machine::decode(addr, &buf, layout) else {
             break;
         };
         addr = m.alllink;
+        m.tid = target.host_tid(m.tid);
         machines.push(m);
     }
     Ok(machines)

@@ -1,5 +1,8 @@
 //! A target: a live Go process together with its parsed executable.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use crate::binary::{Binary, LayoutSource, OpenOptions};
 use crate::error::{Error, Result};
 use crate::layout::LayoutMatch;
@@ -13,6 +16,9 @@ pub struct Target {
     /// Load bias: runtime address = link-time address + bias (0 unless PIE).
     pub bias: u64,
     pub memory: ProcessMemory,
+    /// For a target in another PID namespace (a container seen from the
+    /// host): gospy's thread ids by the target's own; refreshed on a miss.
+    namespace_tids: Option<Mutex<HashMap<u64, u64>>>,
 }
 
 impl Target {
@@ -36,11 +42,17 @@ impl Target {
         })?;
         let bias = process.load_bias(&binary.image)?;
         let memory = ProcessMemory::new(pid);
+        let namespace_tids = if process.in_other_pid_namespace() {
+            Some(Mutex::new(process.namespace_thread_ids()?))
+        } else {
+            None
+        };
         let target = Target {
             process,
             binary,
             bias,
             memory,
+            namespace_tids,
         };
         if let LayoutSource::Table(LayoutMatch::Nearest { wanted, known }) =
             &target.binary.layout_source
@@ -60,5 +72,23 @@ impl Target {
     /// PID of the target.
     pub fn pid(&self) -> i32 {
         self.process.pid()
+    }
+
+    /// gospy's id of the thread the target's runtime knows as `tid`
+    /// (`m.procid`): the same unless the target is in another PID
+    /// namespace; 0 if there is no such thread.
+    pub fn host_tid(&self, tid: u64) -> u64 {
+        let Some(map) = &self.namespace_tids else {
+            return tid;
+        };
+        let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(&host) = map.get(&tid) {
+            return host;
+        }
+        // A thread started since: read the ids again.
+        if let Ok(fresh) = self.process.namespace_thread_ids() {
+            *map = fresh;
+        }
+        map.get(&tid).copied().unwrap_or(0)
     }
 }

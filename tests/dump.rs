@@ -712,3 +712,60 @@ fn native_shows_c_frames_of_cgo_calls() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A target in its own PID namespace (a container seen from the host, here
+/// made with `unshare --pid`): its runtime knows its threads by namespace
+/// ids, gospy by host ids. Running goroutines must still be found on their
+/// (host) threads and unwound.
+#[test]
+fn target_in_another_pid_namespace() {
+    let tc = newest_toolchain();
+    let bin = build_fixture("parked", &tc, BuildMode::Default);
+    let mut unshare = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(&bin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) is needed for this test");
+    // The fixture is unshare's child; it says READY 1 (its namespace pid).
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(unshare.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("READY 1"), "fixture said {line:?}");
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap();
+    let pid: u32 = children.trim().parse().unwrap();
+    let host_tids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut result = Ok(());
+    // Burners can be runnable at the moment of a dump: try a few times to
+    // catch one running.
+    for _ in 0..5 {
+        let dump = gospy_dump_json(pid);
+        result = check_burners(&dump).and_then(|()| {
+            let running: Vec<u64> = gospy_goroutines(&dump)
+                .iter()
+                .filter(|g| g["status"] == "running")
+                .filter_map(|g| g["thread_id"].as_u64())
+                .collect();
+            match running.iter().find(|t| !host_tids.contains(t)) {
+                Some(t) => Err(format!("thread {t} is not one of {host_tids:?}")),
+                None if running.is_empty() => Err("no running goroutine caught".into()),
+                None => Ok(()),
+            }
+        });
+        if result.is_ok() {
+            break;
+        }
+    }
+    let _ = unshare.kill();
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = unshare.wait();
+    result.unwrap();
+}

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod perf;
 pub mod ptrace;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -138,6 +139,38 @@ impl Process {
             .into_iter()
             .filter_map(|tid| thread_state(self.pid, tid).map(|s| (tid, s)))
             .collect())
+    }
+
+    /// Whether the process lives in another PID namespace than gospy (a
+    /// container seen from the host): then the thread ids its runtime
+    /// records (`m.procid`) are not the ones gospy sees.
+    pub fn in_other_pid_namespace(&self) -> bool {
+        let ns = |path: String| std::fs::read_link(path).ok();
+        match (
+            ns("/proc/self/ns/pid".into()),
+            ns(format!("/proc/{}/ns/pid", self.pid)),
+        ) {
+            (Some(ours), Some(theirs)) => ours != theirs,
+            _ => false,
+        }
+    }
+
+    /// For a process in another PID namespace: gospy's thread id of each
+    /// thread, by the id the process itself sees (the `NSpid:` line of
+    /// `/proc/PID/task/TID/status` lists the ids from the outermost
+    /// namespace in).
+    pub fn namespace_thread_ids(&self) -> Result<HashMap<u64, u64>> {
+        let mut ids = HashMap::new();
+        for tid in self.threads()? {
+            let path = format!("/proc/{}/task/{tid}/status", self.pid);
+            let Some(line) = status_field_at(&path, "NSpid:") else {
+                continue;
+            };
+            if let Some(inner) = line.split_whitespace().last().and_then(|v| v.parse().ok()) {
+                ids.insert(inner, tid as u64);
+            }
+        }
+        Ok(ids)
     }
 
     /// True while the process runs (or is stopped) and is still the one
