@@ -19,6 +19,7 @@ pub mod sampler;
 pub mod snapshot;
 pub mod stack;
 pub mod target;
+pub mod top;
 pub mod unwind;
 
 pub use error::{Error, Result};

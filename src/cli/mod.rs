@@ -2,6 +2,7 @@
 
 mod dump;
 mod record;
+mod top;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -41,6 +42,9 @@ enum Command {
     /// Sample a running (or launched) Go program and write a flamegraph,
     /// pprof, folded or speedscope profile.
     Record(record::RecordArgs),
+    /// Live view: functions by on-CPU samples and goroutines by function,
+    /// refreshed every second (plain snapshots when stdout is not a terminal).
+    Top(top::TopArgs),
 }
 
 /// How to read the target's binary: options shared by the subcommands.
@@ -92,6 +96,7 @@ pub fn run() -> i32 {
     let result = match cli.command {
         Command::Dump(args) => dump::run(args),
         Command::Record(args) => record::run(args),
+        Command::Top(args) => top::run(args),
     };
     match result {
         Ok(code) => code,

@@ -520,3 +520,48 @@ impl<'t> Sampler<'t> {
         })
     }
 }
+
+/// One on-CPU sample at a time, for a caller that runs its own schedule and
+/// reads the counts between samples (`gospy top`, which samples between
+/// redraws). Ptrace snapshots only; the counts in [`Profile::stacks`] keep
+/// growing and a stack keeps its index, so a caller diffs them to get the
+/// counts of an interval.
+pub struct Stepper<'t> {
+    sampler: Sampler<'t>,
+}
+
+impl<'t> Stepper<'t> {
+    /// A sampler of `target`; `options.rate`, `duration` and `nonblocking`
+    /// are the caller's business and ignored here.
+    pub fn new(target: &'t Target, options: SamplerOptions) -> Stepper<'t> {
+        let mut sampler = Sampler::new(target, options);
+        sampler.profile.started = Some(SystemTime::now());
+        Stepper { sampler }
+    }
+
+    /// Takes and counts one sample. A failed sample is counted in
+    /// [`Profile::errors`]; only the target's exit is returned, as `Err`.
+    pub fn sample(&mut self) -> std::result::Result<(), StopReason> {
+        let s = &mut self.sampler;
+        match s.sample_once() {
+            Ok(()) => {}
+            Err(Error::NoSuchProcess(_) | Error::ProcessExited { .. } | Error::Zombie(_)) => {
+                return Err(StopReason::TargetExited);
+            }
+            Err(e) => {
+                if !s.target.process.is_alive() {
+                    return Err(StopReason::TargetExited);
+                }
+                s.profile.errors += 1;
+                s.profile.last_error = Some(e.to_string());
+            }
+        }
+        s.profile.samples += 1;
+        Ok(())
+    }
+
+    /// The counts so far.
+    pub fn profile(&self) -> &Profile {
+        &self.sampler.profile
+    }
+}
