@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod sampler;
 pub mod snapshot;
 pub mod stack;
+pub mod summary;
 pub mod target;
 pub mod top;
 pub mod unwind;

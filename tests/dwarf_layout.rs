@@ -229,6 +229,9 @@ fn copy_summary_structs(to: &mut Layout, from: &Layout) {
     to.gc_controller = from.gc_controller.clone();
     to.hchan = from.hchan.clone();
     to.rtype = from.rtype.clone();
+    to.sudog = from.sudog.clone();
+    to.g.waiting = from.g.waiting;
+    to.moduledata.types = from.moduledata.types;
 }
 
 /// `go tool nm` of a binary: symbol name → address.
@@ -313,6 +316,15 @@ fn check_binary(version: &str, go: &Path, bin: &Path, r: &Reference) -> Result<(
         array_len(wrs_type).ok_or("bad waitReasonStrings type")?,
     ));
     expected.globals.runtime_init_time = Some(sym("runtime.runtimeInitTime")?);
+    let optional = |n: &str| syms.get(n).copied();
+    expected.globals.allp = optional("runtime.allp");
+    expected.globals.sched = optional("runtime.sched");
+    expected.globals.gomaxprocs = optional("runtime.gomaxprocs");
+    expected.globals.ncpu = optional("runtime.ncpu").or_else(|| optional("runtime.numCPUStartup"));
+    expected.globals.mheap = optional("runtime.mheap_");
+    expected.globals.memstats = optional("runtime.memstats");
+    expected.globals.gc_controller = optional("runtime.gcController");
+    expected.globals.work = optional("runtime.work");
     // The structs read for `gospy summary` are compared with DWARF and with
     // shared/docs/go-runtime/offset-tables.md by tests/layout_tables.rs.
     copy_summary_structs(&mut expected, &layout);

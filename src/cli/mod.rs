@@ -2,6 +2,7 @@
 
 mod dump;
 mod record;
+mod summary;
 mod top;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +46,9 @@ enum Command {
     /// Live view: functions by on-CPU samples and goroutines by function,
     /// refreshed every second (plain snapshots when stdout is not a terminal).
     Top(top::TopArgs),
+    /// One screen about the process: scheduler, heap, GC, Ps, threads and
+    /// goroutines.
+    Summary(summary::SummaryArgs),
 }
 
 /// How to read the target's binary: options shared by the subcommands.
@@ -97,6 +101,7 @@ pub fn run() -> i32 {
         Command::Dump(args) => dump::run(args),
         Command::Record(args) => record::run(args),
         Command::Top(args) => top::run(args),
+        Command::Summary(args) => summary::run(args),
     };
     match result {
         Ok(code) => code,

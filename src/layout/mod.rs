@@ -45,6 +45,8 @@ pub const HEAP_STATS_DELTA: &str = "runtime.heapStatsDelta";
 pub const GC_CONTROLLER: &str = "runtime.gcControllerState";
 /// `runtime.hchan`, a channel (runtime/chan.go).
 pub const HCHAN: &str = "runtime.hchan";
+/// `runtime.sudog`, a goroutine waiting on a channel (runtime/runtime2.go).
+pub const SUDOG: &str = "runtime.sudog";
 /// `runtime._type`, a type descriptor (runtime/type.go; `internal/abi.Type`
 /// from Go 1.21, internal/abi/type.go).
 pub const TYPE: &str = "runtime._type";
@@ -137,6 +139,9 @@ pub const STRUCTS: &[StructSpec] = &[
             f("startpc"),
             f("labels"),
             f("trackingSeq"),
+            // For `gospy summary`: the sudog a goroutine blocked on a
+            // channel waits in (runtime/chan.go chansend/chanrecv).
+            f("waiting"),
         ],
     },
     StructSpec {
@@ -167,7 +172,15 @@ pub const STRUCTS: &[StructSpec] = &[
         name: MODULEDATA,
         dwarf_aliases: &[],
         required: true,
-        fields: &[f("pcHeader"), f("text"), f("etext"), f("gofunc")],
+        // `types` (the base of type name offsets) for `gospy summary`'s
+        // channel element types in binaries without symbols.
+        fields: &[
+            f("pcHeader"),
+            f("text"),
+            f("etext"),
+            f("gofunc"),
+            f("types"),
+        ],
     },
     StructSpec {
         name: P,
@@ -308,6 +321,12 @@ pub const STRUCTS: &[StructSpec] = &[
             f("recvq"),
             f("sendq"),
         ],
+    },
+    StructSpec {
+        name: SUDOG,
+        dwarf_aliases: &[],
+        required: false,
+        fields: &[f("c")],
     },
     StructSpec {
         name: TYPE,
@@ -480,6 +499,18 @@ pub struct GLayout {
     /// `g.trackingSeq` (Go 1.17+): incremented each time the goroutine stops
     /// running (runtime/proc.go `casgstatus`).
     pub tracking_seq: Option<u64>,
+    /// `g.waiting`: the `sudog` of a goroutine blocked on a channel (read
+    /// only by `gospy summary`, outside [`Layout::g_read_len`]).
+    pub waiting: Option<u64>,
+}
+
+/// Field offsets of `runtime.sudog` (runtime/runtime2.go).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SudogLayout {
+    /// `unsafe.Sizeof(sudog{})`.
+    pub size: Option<u64>,
+    /// `sudog.c`: the `*hchan` waited on.
+    pub c: Option<u64>,
 }
 
 /// Field offsets of `runtime.gobuf`.
@@ -533,6 +564,9 @@ pub struct ModuledataLayout {
     pub etext: u64,
     /// `gofunc` (Go 1.18+): base of funcdata offsets.
     pub gofunc: Option<u64>,
+    /// `moduledata.types`: start of the type descriptors, the base of
+    /// `nameOff`/`typeOff` (runtime/type.go `resolveNameOff`).
+    pub types: Option<u64>,
 }
 
 /// Field offsets of `runtime.p` (runtime/runtime2.go), the elements of
@@ -852,6 +886,8 @@ pub struct Layout {
     pub gc_controller: GcControllerLayout,
     /// `runtime.hchan`.
     pub hchan: HchanLayout,
+    /// `runtime.sudog`.
+    pub sudog: SudogLayout,
     /// `runtime._type`.
     pub rtype: TypeLayout,
     /// Addresses of the globals (zero in a layout built from the tables).
@@ -945,6 +981,7 @@ impl Layout {
                 startpc: r.req(G, "startpc")?,
                 labels: r.req(G, "labels")?,
                 tracking_seq: r.opt(G, "trackingSeq")?,
+                waiting: r.opt(G, "waiting")?,
             },
             gobuf: GobufLayout {
                 sp: r.req(GOBUF, "sp")?,
@@ -970,6 +1007,7 @@ impl Layout {
                 text: r.req(MODULEDATA, "text")?,
                 etext: r.req(MODULEDATA, "etext")?,
                 gofunc: r.opt(MODULEDATA, "gofunc")?,
+                types: r.opt(MODULEDATA, "types")?,
             },
             p: PLayout {
                 size: r.size(P),
@@ -1081,6 +1119,10 @@ impl Layout {
                 recvx: r.opt(HCHAN, "recvx")?,
                 recvq: r.opt(HCHAN, "recvq")?,
                 sendq: r.opt(HCHAN, "sendq")?,
+            },
+            sudog: SudogLayout {
+                size: r.size(SUDOG),
+                c: r.opt(SUDOG, "c")?,
             },
             rtype: TypeLayout {
                 size: r.size(TYPE),

@@ -37,6 +37,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("startpc", Some(296)),
                     ("labels", Some(344)),
                     ("trackingSeq", None),
+                    ("waiting", Some(312)),
                 ],
             },
             StructTable {
@@ -69,6 +70,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("text", Some(96)),
                     ("etext", Some(104)),
                     ("gofunc", None),
+                    ("types", Some(200)),
                 ],
             },
             StructTable {
@@ -201,6 +203,11 @@ pub const TABLES: &[VersionTable] = &[
                 ],
             },
             StructTable {
+                name: "runtime.sudog",
+                size: Some(88),
+                fields: &[("c", Some(80))],
+            },
+            StructTable {
                 name: "runtime._type",
                 size: Some(48),
                 fields: &[
@@ -238,6 +245,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("startpc", Some(312)),
                     ("labels", Some(360)),
                     ("trackingSeq", Some(189)),
+                    ("waiting", Some(328)),
                 ],
             },
             StructTable {
@@ -270,6 +278,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("text", Some(176)),
                     ("etext", Some(184)),
                     ("gofunc", Some(304)),
+                    ("types", Some(280)),
                 ],
             },
             StructTable {
@@ -402,6 +411,11 @@ pub const TABLES: &[VersionTable] = &[
                 ],
             },
             StructTable {
+                name: "runtime.sudog",
+                size: Some(88),
+                fields: &[("c", Some(80))],
+            },
+            StructTable {
                 name: "runtime._type",
                 size: Some(48),
                 fields: &[
@@ -439,6 +453,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("startpc", Some(296)),
                     ("labels", Some(344)),
                     ("trackingSeq", Some(188)),
+                    ("waiting", Some(312)),
                 ],
             },
             StructTable {
@@ -471,6 +486,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("text", Some(176)),
                     ("etext", Some(184)),
                     ("gofunc", Some(320)),
+                    ("types", Some(296)),
                 ],
             },
             StructTable {
@@ -603,6 +619,11 @@ pub const TABLES: &[VersionTable] = &[
                 ],
             },
             StructTable {
+                name: "runtime.sudog",
+                size: Some(88),
+                fields: &[("c", Some(80))],
+            },
+            StructTable {
                 name: "runtime._type",
                 size: Some(48),
                 fields: &[
@@ -640,6 +661,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("startpc", Some(296)),
                     ("labels", Some(344)),
                     ("trackingSeq", Some(191)),
+                    ("waiting", Some(312)),
                 ],
             },
             StructTable {
@@ -672,6 +694,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("text", Some(176)),
                     ("etext", Some(184)),
                     ("gofunc", Some(320)),
+                    ("types", Some(296)),
                 ],
             },
             StructTable {
@@ -804,6 +827,11 @@ pub const TABLES: &[VersionTable] = &[
                 ],
             },
             StructTable {
+                name: "runtime.sudog",
+                size: Some(88),
+                fields: &[("c", Some(80))],
+            },
+            StructTable {
                 name: "runtime._type",
                 size: Some(48),
                 fields: &[
@@ -841,6 +869,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("startpc", Some(304)),
                     ("labels", Some(352)),
                     ("trackingSeq", Some(199)),
+                    ("waiting", Some(320)),
                 ],
             },
             StructTable {
@@ -873,6 +902,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("text", Some(176)),
                     ("etext", Some(184)),
                     ("gofunc", Some(320)),
+                    ("types", Some(296)),
                 ],
             },
             StructTable {
@@ -1005,6 +1035,11 @@ pub const TABLES: &[VersionTable] = &[
                 ],
             },
             StructTable {
+                name: "runtime.sudog",
+                size: Some(88),
+                fields: &[("c", Some(80))],
+            },
+            StructTable {
                 name: "runtime._type",
                 size: Some(48),
                 fields: &[
@@ -1042,6 +1077,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("startpc", Some(304)),
                     ("labels", Some(352)),
                     ("trackingSeq", Some(199)),
+                    ("waiting", Some(320)),
                 ],
             },
             StructTable {
@@ -1074,6 +1110,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("text", Some(176)),
                     ("etext", Some(184)),
                     ("gofunc", Some(320)),
+                    ("types", Some(296)),
                 ],
             },
             StructTable {
@@ -1206,6 +1243,11 @@ pub const TABLES: &[VersionTable] = &[
                 ],
             },
             StructTable {
+                name: "runtime.sudog",
+                size: Some(88),
+                fields: &[("c", Some(80))],
+            },
+            StructTable {
                 name: "runtime._type",
                 size: Some(48),
                 fields: &[
@@ -1243,6 +1285,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("startpc", Some(304)),
                     ("labels", Some(352)),
                     ("trackingSeq", Some(191)),
+                    ("waiting", Some(320)),
                 ],
             },
             StructTable {
@@ -1275,6 +1318,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("text", Some(176)),
                     ("etext", Some(184)),
                     ("gofunc", Some(320)),
+                    ("types", Some(296)),
                 ],
             },
             StructTable {
@@ -1405,6 +1449,11 @@ pub const TABLES: &[VersionTable] = &[
                     ("recvq", Some(64)),
                     ("sendq", Some(80)),
                 ],
+            },
+            StructTable {
+                name: "runtime.sudog",
+                size: Some(104),
+                fields: &[("c", Some(88))],
             },
             StructTable {
                 name: "runtime._type",
@@ -1444,6 +1493,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("startpc", Some(304)),
                     ("labels", Some(352)),
                     ("trackingSeq", Some(191)),
+                    ("waiting", Some(320)),
                 ],
             },
             StructTable {
@@ -1476,6 +1526,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("text", Some(176)),
                     ("etext", Some(184)),
                     ("gofunc", Some(344)),
+                    ("types", Some(296)),
                 ],
             },
             StructTable {
@@ -1606,6 +1657,11 @@ pub const TABLES: &[VersionTable] = &[
                     ("recvq", Some(64)),
                     ("sendq", Some(80)),
                 ],
+            },
+            StructTable {
+                name: "runtime.sudog",
+                size: Some(104),
+                fields: &[("c", Some(88))],
             },
             StructTable {
                 name: "runtime._type",

@@ -5,3 +5,4 @@ pub mod flamegraph;
 pub mod folded;
 pub mod pprof;
 pub mod speedscope;
+pub mod summary;
