@@ -22,5 +22,6 @@ pub mod summary;
 pub mod target;
 pub mod top;
 pub mod unwind;
+pub mod var;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@ mod dump;
 mod record;
 mod summary;
 mod top;
+mod var;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -49,6 +50,9 @@ enum Command {
     /// One screen about the process: scheduler, heap, GC, Ps, threads and
     /// goroutines.
     Summary(summary::SummaryArgs),
+    /// Read package-level variables (main.counter, main.*) through the
+    /// binary's DWARF types.
+    Var(var::VarArgs),
 }
 
 /// How to read the target's binary: options shared by the subcommands.
@@ -102,6 +106,7 @@ pub fn run() -> i32 {
         Command::Record(args) => record::run(args),
         Command::Top(args) => top::run(args),
         Command::Summary(args) => summary::run(args),
+        Command::Var(args) => var::run(args),
     };
     match result {
         Ok(code) => code,
