@@ -291,7 +291,8 @@ fn is_running(g: &Goroutine) -> bool {
 }
 
 /// Checks that goroutines read with the target's layout look like
-/// goroutines: known statuses, positive distinct goids, sane stack bounds.
+/// goroutines: start functions and parked pcs in Go code, known statuses,
+/// positive distinct goids, sane stack bounds.
 /// For layouts that are only the nearest known one.
 pub(crate) fn check_layout(target: &Target) -> std::result::Result<(), String> {
     let mut g_bytes = MemorySnapshot::new();
@@ -299,8 +300,31 @@ pub(crate) fn check_layout(target: &Target) -> std::result::Result<(), String> {
     if gs.is_empty() {
         return Err("no live goroutine in runtime.allgs".into());
     }
+    // Where a goroutine starts and where a parked one stopped must be Go
+    // code, and its saved stack pointer on its stack. A few may be caught
+    // changing (nothing is paused here), so most, not all, must agree.
+    let pclntab = &target.binary.pclntab;
+    let in_go = |pc: u64| pclntab.find_func(pc.wrapping_sub(target.bias)).is_some();
+    let checked: Vec<&Goroutine> = gs.iter().take(1000).collect();
+    let consistent = checked
+        .iter()
+        .filter(|g| {
+            let starts_in_go = pclntab
+                .find_func(g.start_pc.wrapping_sub(target.bias))
+                .is_some_and(|f| f.entry == g.start_pc.wrapping_sub(target.bias));
+            let parked_in_go = !matches!(g.status, GStatus::Waiting | GStatus::Runnable)
+                || (g.stack_contains(g.sched_sp) && in_go(g.sched_pc));
+            starts_in_go && parked_in_go
+        })
+        .count();
+    if consistent * 10 < checked.len() * 9 {
+        return Err(format!(
+            "only {consistent} of {} goroutines start in Go code and are parked on their stacks",
+            checked.len()
+        ));
+    }
     let mut goids = PcSet::default();
-    for g in gs.iter().take(1000) {
+    for g in checked {
         let stack = g.stack_hi.wrapping_sub(g.stack_lo);
         if let GStatus::Unknown(raw) = g.status {
             return Err(format!("goroutine at {:#x} has status {raw}", g.addr));

@@ -769,3 +769,34 @@ fn target_in_another_pid_namespace() {
     let _ = unshare.wait();
     result.unwrap();
 }
+
+/// A Go version without a built-in layout uses the nearest known one, and
+/// gospy checks it against the process: a newer version than any known
+/// (read with the newest layout) works and matches the runtime; a layout
+/// that does not fit (Go 1.18 -> 1.19's, on a newest-toolchain build) is
+/// refused with an explanation, not turned into garbage stacks.
+#[test]
+fn nearest_known_layout_is_checked_against_the_process() {
+    let tc = newest_toolchain();
+    let bin = build_fixture("parked", &tc, BuildMode::Stripped);
+    let mut target = Target::start(&bin, &[]);
+    let newer = format!("1.{}", tc.minor() + 1);
+    let dump = gospy_dump_json_with(target.pid(), &["--go-version", &newer]);
+    let source = dump["layout_source"].as_str().unwrap_or("");
+    assert!(
+        source.contains(&format!("nearest to {newer}")),
+        "layout_source {source:?}"
+    );
+    matches_runtime_with(&tc, &mut target, &["--go-version", &newer]).unwrap();
+    let err = gospy_error(&[
+        "dump",
+        "--pid",
+        &target.pid().to_string(),
+        "--go-version",
+        "1.18",
+    ]);
+    assert!(
+        err.contains("does not fit this process") && err.contains("--bin"),
+        "{err}"
+    );
+}

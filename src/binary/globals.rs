@@ -511,10 +511,17 @@ pub struct Moduledata {
 }
 
 /// Offsets of `text` and `gofunc` in `runtime.moduledata` (runtime/symtab.go;
-/// shared/docs/go-runtime/README.md §1.12, from the DWARF of each toolchain).
-/// `gofunc` is `None` before 1.18 and for minors whose layout nobody
-/// dumped (1.18, 1.20, 1.25).
+/// shared/docs/go-runtime/README.md §1.12, from the DWARF of each toolchain):
+/// from the layout tables, else (a version they refuse, e.g. 1.25) these
+/// known values. `gofunc` is `None` before 1.18.
 fn moduledata_offsets(v: &GoVersion) -> (u64, Option<u64>) {
+    // The built-in layout tables know both offsets, also for versions
+    // between and after the known ones (nearest known layout).
+    if let Ok((layout, _)) = crate::layout::Layout::for_version(v) {
+        if layout.moduledata.text != 0 {
+            return (layout.moduledata.text, layout.moduledata.gofunc);
+        }
+    }
     if !v.at_least(1, 16) {
         return (96, None);
     }
