@@ -117,6 +117,14 @@ impl Snapshot {
             .collect();
         drop(g_bytes);
         let mut changed: PcSet<u64> = PcSet::default();
+        // A running goroutine caught inside a signal handler (async
+        // preemption's SIGURG, SIGPROF) cannot be unwound from there, and
+        // handlers are short: copy it again in the second pause.
+        for (&addr, c) in &state.contexts {
+            if c.gsignal_stack.is_some_and(|s| s.contains(c.regs.sp)) {
+                changed.insert(addr);
+            }
+        }
         let mut copied = Vec::new();
         for g in &others {
             if is_running(g) {

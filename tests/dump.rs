@@ -67,8 +67,14 @@ fn check_burners(dump: &Value) -> Result<(), String> {
         })
         .collect();
     if burners.len() != BURNERS {
+        // Say what the missing one looked like (an unreadable stack?).
+        let unreadable: Vec<String> = gospy_goroutines(dump)
+            .iter()
+            .filter(|g| g["error"].is_string())
+            .map(|g| format!("goroutine {} [{}]: {}", g["goid"], g["status"], g["error"]))
+            .collect();
         return Err(format!(
-            "expected {BURNERS} burner goroutines, found {}",
+            "expected {BURNERS} burner goroutines, found {}; unreadable stacks: {unreadable:?}",
             burners.len()
         ));
     }
