@@ -212,17 +212,33 @@ impl Snapshot {
         let tids: Vec<i32> = running.iter().map(|&(_, _, tid)| tid).collect();
 
         let pause = ptrace::pause_threads(target.pid(), &tids)?;
+        // The goroutines again, now that their threads are stopped: fields
+        // such as the labels may have changed since the read above.
+        let mut fresh_bytes = MemorySnapshot::new();
+        for (_, g, _) in &running {
+            fresh_bytes.request(g.addr, g_len);
+        }
+        let fetched = fresh_bytes.fetch(&target.memory);
         let mut stacks = MemorySnapshot::new();
         let mut state = RuntimeState::default();
-        let mut fast = true;
-        for (m, g, tid) in &running {
+        let mut fast = fetched.is_ok();
+        for (m, before, tid) in &running {
+            if !fast {
+                break;
+            }
             let Some(regs) = pause.registers(*tid) else {
                 continue; // exited, or did not stop in time
             };
-            if !g.stack_contains(regs.rsp) {
+            let now = fresh_bytes
+                .get(before.addr, g_len)
+                .and_then(|b| Goroutine::decode(before.addr, b, layout));
+            let Some(g) = now.filter(|g| {
+                g.goid == before.goid && g.status == GStatus::Running && g.stack_contains(regs.rsp)
+            }) else {
                 fast = false;
                 break;
-            }
+            };
+            let g = &g;
             let context = ThreadContext {
                 regs: ThreadRegisters {
                     pc: regs.rip,
