@@ -156,6 +156,9 @@ fn wait_for_child(launched: &mut Launched) -> i32 {
     let mut give_up_at = None;
     let mut told = false;
     loop {
+        // A thread that died while a sample had it stopped must be reaped
+        // by us, or the program stays a zombie.
+        crate::process::ptrace::release_leftovers();
         match launched.child.try_wait() {
             Ok(Some(status)) => {
                 if let Some(code) = status.code() {

@@ -664,9 +664,33 @@ fn decode_stop(status: libc::c_int) -> StopKind {
 
 fn detach(tid: i32, sig: i32) {
     // SAFETY: plain ptrace request; `data` is the signal number.
-    unsafe {
-        libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, sig as usize);
+    let r = unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, sig as usize) };
+    if r != 0 {
+        // Not in a stop any more: killed while stopped (the process exited).
+        // Its death is reported to us, its tracer, and until we reap it the
+        // whole process stays a zombie its parent cannot reap.
+        match wait_nohang(tid) {
+            WaitResult::Gone => {}
+            WaitResult::Nothing => LEFTOVERS.with(|l| l.borrow_mut().push(tid)),
+            WaitResult::Stopped(kind) => {
+                let sig = match kind {
+                    StopKind::Signal(s) => s,
+                    _ => 0,
+                };
+                // SAFETY: as above.
+                unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, sig as usize) };
+            }
+        }
     }
+}
+
+/// Reaps or lets go threads left over from earlier pauses (ones that had
+/// not stopped yet, or were dying, when the pause ended). Pauses do this
+/// themselves; a caller that will not pause again (a sampler that stopped,
+/// waiting for its child to exit) calls it so that no thread of the target
+/// stays attached.
+pub fn release_leftovers() {
+    cleanup_leftovers();
 }
 
 fn getregs(tid: i32) -> Option<Registers> {

@@ -166,6 +166,7 @@ pub fn record(
     } else {
         sampler.run_blocking(stop, progress)
     };
+    crate::process::ptrace::release_leftovers();
     let mut profile = sampler.profile;
     profile.elapsed = started.elapsed();
     Ok((profile, reason))
