@@ -95,6 +95,12 @@ fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs benchmark binaries too (without
+    // `--bench`): they take minutes and measure nothing useful there.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("benches/dump.rs is a benchmark: run it with `cargo bench --bench dump`");
+        return;
+    }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

@@ -784,6 +784,12 @@ fn idle_cost(tc: &Toolchain, seconds: u32) {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs benchmark binaries too (without
+    // `--bench`): they take minutes and measure nothing useful there.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("benches/record.rs is a benchmark: run it with `cargo bench --bench record`");
+        return;
+    }
     let settings = Settings::from_args();
     let tc = newest_toolchain();
     let bin = build_fixture("throughput", &tc, BuildMode::Default);
