@@ -244,15 +244,16 @@ fn pause_selected(
         started: Instant::now(),
         stop_latency: Duration::ZERO,
         done: false,
-        // While the target is stopped, nothing else on this machine should
-        // delay gospy (it would delay the target too): run as a real-time
-        // thread until it is let go, when allowed. The waits poll, so a
-        // thread that does not stop cannot make this hog a CPU for long.
-        boost: Some(RealtimeBoost::new()),
+        boost: None,
         _not_send: PhantomData,
     };
     // From here on, any early return drops `p`, which detaches.
     p.stop_all(timeout, hook, only)?;
+    // Once the target is stopped, nothing else on this machine should delay
+    // gospy (it would delay the target too): run as a real-time thread until
+    // it is let go, when allowed. Not before: threads being stopped need a
+    // CPU to reach their stop, and a real-time poller would starve them.
+    p.boost = Some(RealtimeBoost::new());
     p.read_registers();
     p.stop_latency = p.started.elapsed();
     Ok(p)
