@@ -478,21 +478,7 @@ fn pprof_opens_in_go_tool_pprof() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pprof = |args: &[&str]| -> String {
-        let out = std::process::Command::new(&tc.go)
-            .args(["tool", "pprof"])
-            .args(args)
-            .arg(&path)
-            .env("GOTOOLCHAIN", "local")
-            .output()
-            .expect("go tool pprof");
-        assert!(
-            out.status.success(),
-            "go tool pprof {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let pprof = |args: &[&str]| go_tool_pprof(&tc, args, &path);
     let top = pprof(&["-top"]);
     let flat_percent = |function: &str| -> f64 {
         let line = top
