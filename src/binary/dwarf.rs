@@ -521,8 +521,11 @@ impl<'a, 'u> UnitCtx<'a, 'u> {
     }
 }
 
-/// Byte offset of a struct member.
-fn member_offset(value: AttributeValue<R<'_>>, encoding: gimli::Encoding) -> Option<u64> {
+/// Byte offset of a struct member (also used by `var`'s type reader).
+pub(crate) fn member_offset(
+    value: AttributeValue<R<'_>>,
+    encoding: gimli::Encoding,
+) -> Option<u64> {
     if let Some(v) = value.udata_value() {
         return Some(v);
     }

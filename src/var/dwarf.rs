@@ -35,9 +35,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use gimli::{
-    AttributeValue, DebuggingInformationEntry, EndianSlice, LittleEndian, Reader, UnitHeader,
-};
+use gimli::{AttributeValue, DebuggingInformationEntry, EndianSlice, LittleEndian, UnitHeader};
 use object::{Object, ObjectSection};
 
 type R<'a> = EndianSlice<'a, LittleEndian>;
@@ -732,7 +730,7 @@ impl<'a> DwarfInfo<'a> {
                 .attr_value(gimli::DW_AT_data_member_location)
                 .ok()
                 .flatten()
-                .and_then(|v| member_offset(v, unit.header.encoding()))
+                .and_then(|v| crate::binary::dwarf::member_offset(v, unit.header.encoding()))
                 .ok_or_else(|| format!("DWARF: member {name} has no usable offset"))?;
             let Some(ty) = m
                 .attr_value(gimli::DW_AT_type)
@@ -829,19 +827,6 @@ fn reference(unit: &UnitInfo<'_>, value: AttributeValue<R<'_>>) -> Option<usize>
     match value {
         AttributeValue::UnitRef(off) => off.to_debug_info_offset(&unit.header).map(|o| o.0),
         AttributeValue::DebugInfoRef(off) => Some(off.0),
-        _ => None,
-    }
-}
-
-/// Byte offset of a struct member: a constant, or the old-style location
-/// expression `DW_OP_plus_uconst N`.
-fn member_offset(value: AttributeValue<R<'_>>, encoding: gimli::Encoding) -> Option<u64> {
-    if let Some(v) = value.udata_value() {
-        return Some(v);
-    }
-    let mut bytes = value.exprloc_value()?.0;
-    match gimli::Operation::parse(&mut bytes, encoding).ok()? {
-        gimli::Operation::PlusConstant { value } if bytes.is_empty() => Some(value),
         _ => None,
     }
 }
