@@ -80,6 +80,9 @@ pub struct Snapshot {
     /// stopped in the first pause, by thread id (their stacks are in
     /// `stacks`).
     pub native_registers: HashMap<u64, crate::process::ptrace::Registers>,
+    /// Goroutines (by `g` address) in a system call or cgo call whose
+    /// thread was on a CPU ([`Snapshot::take_running`] only).
+    pub on_cpu: PcSet<u64>,
 }
 
 impl Snapshot {
@@ -175,7 +178,14 @@ impl Snapshot {
     /// VDSO, a goroutine switch in between) reads the Ms and goroutines
     /// again during the pause. A goroutine that starts running in the few
     /// microseconds before the pause is missed by this snapshot.
-    pub fn take_running(target: &Target) -> Result<Snapshot> {
+    ///
+    /// A goroutine in a system call or cgo call whose thread is on a CPU
+    /// (`/proc` state R: running C code, or busy in the kernel) is on-CPU
+    /// too: its thread is stopped as well, its Go stack copied from
+    /// `g.syscallsp`, and it is listed in [`Snapshot::on_cpu`]. With
+    /// `native`, the registers and the top of the native stack of every
+    /// stopped thread are kept too, for unwinding C frames.
+    pub fn take_running(target: &Target, native: bool) -> Result<Snapshot> {
         let layout = &target.binary.layout;
         let g_len = layout.g_read_len() as usize;
         let machines = read_machines(target)?;
@@ -204,9 +214,16 @@ impl Snapshot {
         let running: Vec<(&Machine, Goroutine, i32)> = machines
             .iter()
             .filter_map(|m| {
-                let g = decode(m.curg).filter(|g| g.status == GStatus::Running)?;
+                let g = decode(m.curg)?;
                 let tid = i32::try_from(m.tid).ok().filter(|&t| t > 0)?;
-                Some((m, g, tid))
+                let on_cpu = match g.status {
+                    GStatus::Running => true,
+                    GStatus::Syscall => {
+                        crate::process::thread_state(target.pid(), tid) == Some('R')
+                    }
+                    _ => false,
+                };
+                on_cpu.then_some((m, g, tid))
             })
             .collect();
         let tids: Vec<i32> = running.iter().map(|&(_, _, tid)| tid).collect();
@@ -233,31 +250,79 @@ impl Snapshot {
                 .get(before.addr, g_len)
                 .and_then(|b| Goroutine::decode(before.addr, b, layout));
             let Some(g) = now.filter(|g| {
-                g.goid == before.goid && g.status == GStatus::Running && g.stack_contains(regs.rsp)
+                g.goid == before.goid
+                    && g.status == before.status
+                    && match g.status {
+                        GStatus::Running => g.stack_contains(regs.rsp),
+                        _ => g.syscall_sp == before.syscall_sp && g.stack_contains(g.syscall_sp),
+                    }
             }) else {
                 fast = false;
                 break;
             };
             let g = &g;
-            let context = ThreadContext {
-                regs: ThreadRegisters {
-                    pc: regs.rip,
-                    sp: regs.rsp,
-                },
-                machine: (*m).clone(),
-                g0_stack: bounds(m.g0),
-                gsignal_stack: bounds(m.gsignal),
-            };
-            request_stack(&mut stacks, g, &[regs.rsp]);
-            state.contexts.insert(g.addr, context);
+            let g0_stack = bounds(m.g0);
+            let gsignal_stack = bounds(m.gsignal);
+            if g.status == GStatus::Running {
+                let context = ThreadContext {
+                    regs: ThreadRegisters {
+                        pc: regs.rip,
+                        sp: regs.rsp,
+                    },
+                    machine: (*m).clone(),
+                    g0_stack,
+                    gsignal_stack,
+                };
+                request_stack(&mut stacks, g, &[regs.rsp]);
+                state.contexts.insert(g.addr, context);
+            } else {
+                request_stack(&mut stacks, g, &[g.syscall_sp]);
+                state.on_cpu.insert(g.addr);
+            }
+            if native {
+                keep_native_stack(
+                    &mut stacks,
+                    &mut state,
+                    m.tid,
+                    regs,
+                    &[g0_stack, gsignal_stack],
+                );
+            }
             state.goroutines.push(g.clone());
         }
         let copied = if fast {
             state.machines = machines.clone();
             stacks.fetch(&target.memory).map(|_| state)
         } else {
+            // Some thread switched goroutines meanwhile: the general path,
+            // which reads the Ms again.
             stacks = MemorySnapshot::new();
             copy_running(target, &pause, &mut stacks)
+                .map(|mut state| {
+                    let stopped: Vec<u64> = tids.iter().map(|&t| t as u64).collect();
+                    for m in &state.machines {
+                        if stopped.contains(&m.tid) {
+                            let on_cpu = state
+                                .goroutines
+                                .iter()
+                                .find(|g| g.addr == m.curg && g.status == GStatus::Syscall);
+                            if let Some(g) = on_cpu {
+                                state.on_cpu.insert(g.addr);
+                            }
+                        }
+                    }
+                    if native {
+                        for m in state.machines.clone() {
+                            let regs = i32::try_from(m.tid).ok().and_then(|t| pause.registers(t));
+                            if let Some(regs) = regs.filter(|_| m.curg != 0) {
+                                let system = [bounds(m.g0), bounds(m.gsignal)];
+                                keep_native_stack(&mut stacks, &mut state, m.tid, regs, &system);
+                            }
+                        }
+                    }
+                    state
+                })
+                .and_then(|state| stacks.fetch(&target.memory).map(|_| state))
         };
         let paused_for = pause.resume();
         let mut state = copied?;
@@ -306,6 +371,7 @@ struct RuntimeState {
     contexts: HashMap<u64, ThreadContext>,
     monotonic_ns: i64,
     native_registers: HashMap<u64, crate::process::ptrace::Registers>,
+    on_cpu: PcSet<u64>,
 }
 
 /// Goroutines whose stack changes while the target runs: their stacks are
@@ -421,6 +487,7 @@ impl RuntimeState {
             monotonic_ns: self.monotonic_ns,
             unstable,
             native_registers: self.native_registers,
+            on_cpu: self.on_cpu,
         }
     }
 }
@@ -489,6 +556,27 @@ fn copy_native_stacks(
     }
 }
 
+/// Keeps the registers of stopped thread `tid` for native unwinding and
+/// queues the top of its stack: from rsp to the end of the first of
+/// `system_stacks` holding it (at most [`NATIVE_STACK_COPY`]). A thread on
+/// its goroutine's own stack has that copied already.
+fn keep_native_stack(
+    stacks: &mut MemorySnapshot,
+    state: &mut RuntimeState,
+    tid: u64,
+    regs: &crate::process::ptrace::Registers,
+    system_stacks: &[Option<StackBounds>],
+) {
+    state.native_registers.insert(tid, *regs);
+    if let Some(s) = system_stacks
+        .iter()
+        .flatten()
+        .find(|s| s.contains(regs.rsp))
+    {
+        stacks.request(regs.rsp, (s.hi - regs.rsp).min(NATIVE_STACK_COPY) as usize);
+    }
+}
+
 /// The paused pass: every M, the goroutines they run, their registers and
 /// stacks (and the system stacks the threads are on).
 fn copy_running(
@@ -520,8 +608,7 @@ fn copy_running(
         goroutines,
         machines,
         contexts,
-        monotonic_ns: 0,
-        native_registers: HashMap::new(),
+        ..RuntimeState::default()
     })
 }
 

@@ -938,3 +938,140 @@ fn nonblocking_never_stops_or_traces_the_target() {
     check_chain(&stacks, CHAIN_A, WORK_A).unwrap();
     assert!(stacks.iter().any(|s| has_frame(s, WORK_B)), "{text}");
 }
+
+/// The cgo twin of [`cpu_split`], on the `cgosplit` fixture, whose one
+/// goroutine burns CPU in C, 3/4 under `main.chainA -> c_work_a` and 1/4
+/// under `main.chainB -> c_work_b`. Time in C is on-CPU time: every sample
+/// shows the Go stack up to `runtime.cgocall` (no state frame), and with
+/// `--native` the C frames above it, innermost last in folded order.
+fn cgo_split(target: &Target, native: bool) -> Result<(), String> {
+    let mut args = vec!["--rate", "200"];
+    if native {
+        args.push("--native");
+    }
+    let text = record(target.pid(), 3, "folded", &args)?;
+    let stacks = parse_folded(&text)?;
+    let total: u64 = stacks.iter().map(|s| s.count).sum();
+    if total < 200 {
+        return Err(format!("only {total} samples in 3 s at 200 Hz:\n{text}"));
+    }
+    let mut a = 0;
+    let mut b = 0;
+    let mut with_c_frames = 0;
+    for s in &stacks {
+        let Some(i) = s.frames.iter().position(|f| f == CHAIN_A || f == CHAIN_B) else {
+            continue;
+        };
+        let x = if s.frames[i] == CHAIN_A { "a" } else { "b" };
+        let go_tail = [format!("main._Cfunc_c_work_{x}"), "runtime.cgocall".into()];
+        if s.frames[i + 1..].get(..2) != Some(&go_tail[..]) {
+            return Err(format!(
+                "stack {:?} does not end in {go_tail:?} after {}",
+                s.frames, s.frames[i]
+            ));
+        }
+        let c_frames = &s.frames[i + 3..];
+        // The runtime's own work around the call (exitsyscall) is Go code.
+        let runtime_work = c_frames.first().is_some_and(|f| f.starts_with("runtime."));
+        if !native && !c_frames.is_empty() && !runtime_work {
+            return Err(format!(
+                "frames above runtime.cgocall without --native: {:?}",
+                s.frames
+            ));
+        }
+        // The thread may be between runtime.cgocall and C (asmcgocall, the
+        // cgo wrapper's prologue): then there is no C frame yet.
+        if native && !c_frames.is_empty() && !runtime_work {
+            let wrapper_ok = c_frames[0].starts_with("_cgo_")
+                && c_frames[0].ends_with(&format!("_Cfunc_c_work_{x}"));
+            let calls_ok =
+                c_frames.get(1..3) == Some(&[format!("c_work_{x}"), "c_spin".to_string()][..]);
+            if !wrapper_ok || !calls_ok {
+                return Err(format!(
+                    "C frames {c_frames:?} are not _cgo_*_Cfunc_c_work_{x}, c_work_{x}, c_spin"
+                ));
+            }
+            with_c_frames += s.count;
+        }
+        if x == "a" {
+            a += s.count;
+        } else {
+            b += s.count;
+        }
+    }
+    if a + b < total * 9 / 10 {
+        return Err(format!(
+            "only {} of {total} samples under {CHAIN_A} or {CHAIN_B}:\n{text}",
+            a + b
+        ));
+    }
+    if native && with_c_frames < (a + b) * 9 / 10 {
+        return Err(format!(
+            "only {with_c_frames} of {} samples show C frames:\n{text}",
+            a + b
+        ));
+    }
+    let share = 100.0 * a as f64 / (a + b) as f64;
+    if (share - 75.0).abs() > 3.0 {
+        return Err(format!(
+            "{CHAIN_A} has {share:.1}% of the samples (A {a}, B {b}), expected 75% +- 3:\n{text}"
+        ));
+    }
+    Ok(())
+}
+
+/// CPU time spent in C (cgo calls) is on-CPU time: its split matches the
+/// fixture's 3:1, with the Go frames up to the cgo call, and with
+/// `--native` the C frames on top, for every toolchain. `--nonblocking`
+/// cannot see the Go frames of a thread in C without stopping it: those
+/// samples are counted under a single `[cgo call]` frame.
+#[test]
+fn cgo_cpu_split_with_and_without_native_frames() {
+    let mut failures = Vec::new();
+    for tc in toolchains() {
+        let bin = build_fixture("cgosplit", &tc, BuildMode::Cgo);
+        let (_cpu, target) = start_exclusive(&bin);
+        for native in [false, true] {
+            if let Err(e) = cgo_split(&target, native) {
+                failures.push(format!("=== Go {} (native: {native}): {e}", tc.version));
+            }
+        }
+        match record(
+            target.pid(),
+            2,
+            "folded",
+            &["--rate", "200", "--nonblocking"],
+        )
+        .and_then(|text| parse_folded(&text).map(|s| (text, s)))
+        {
+            Ok((text, stacks)) => {
+                let total: u64 = stacks.iter().map(|s| s.count).sum();
+                let in_c: u64 = stacks
+                    .iter()
+                    .filter(|s| s.frames == ["[cgo call]"])
+                    .map(|s| s.count)
+                    .sum();
+                if total < 100 || in_c < total * 9 / 10 {
+                    failures.push(format!(
+                        "=== Go {} --nonblocking: {in_c} of {total} samples under [cgo call]:\n{text}",
+                        tc.version
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("=== Go {} --nonblocking: {e}", tc.version)),
+        }
+        if !target.is_running_not_stopped() {
+            failures.push(format!("=== Go {}: target left stopped", tc.version));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// `--native` needs stopped threads, which `--nonblocking` never has.
+#[test]
+fn native_conflicts_with_nonblocking() {
+    let out = run_gospy(&["record", "--pid", "1", "--native", "--nonblocking"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--nonblocking"), "{stderr}");
+}

@@ -80,6 +80,10 @@ pub struct RecordArgs {
     /// ptrace; needs perf events (root or CAP_PERFMON).
     #[arg(long)]
     nonblocking: bool,
+    /// Also show the C frames of goroutines inside cgo calls, above their
+    /// Go frames (unwound with the binary's and libraries' .eh_frame).
+    #[arg(long, conflicts_with = "nonblocking")]
+    native: bool,
     #[command(flatten)]
     binary: super::BinaryArgs,
     /// Launch this program (with its arguments, after `--`) and profile it
@@ -226,6 +230,7 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
             threads: args.threads,
             goroutines: args.goroutines,
             nonblocking: args.nonblocking,
+            native: args.native,
         },
         &super::interrupted,
         &mut |p| {

@@ -116,7 +116,8 @@ pub fn build(profile: &Profile, source: &PprofSource) -> proto::Profile {
         .zip(1..)
         .map(|(loc, id)| proto::Location {
             id,
-            mapping_id: 1,
+            // C frames may lie in libraries, which have no mapping here.
+            mapping_id: if loc.native { 0 } else { 1 },
             address: loc.address,
             line: loc
                 .lines

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::binary::pclntab::SourceFrame;
 use crate::error::{Error, Result};
 use crate::goroutines::read_labels;
+use crate::native::NativeUnwinder;
 use crate::process::memory::Memory;
+use crate::process::ptrace::Registers;
 use crate::runtime::{self, GStatus, Goroutine};
 use crate::snapshot::{Snapshot, SnapshotOptions};
 use crate::stack::name_for_print;
@@ -38,6 +40,9 @@ pub struct SamplerOptions {
     /// Never stop the target: on-CPU samples from perf events (see
     /// [`nonblocking`]).
     pub nonblocking: bool,
+    /// Add the C frames of goroutines in cgo calls (unwound with
+    /// `.eh_frame`) above their Go frames. Ptrace samples only.
+    pub native: bool,
 }
 
 /// Why sampling ended.
@@ -66,6 +71,9 @@ pub struct Location {
     /// The pc (a return address, except for the leaf of a running goroutine).
     pub address: u64,
     pub lines: Vec<SourceLine>,
+    /// A C frame (`--native`): one line naming the ELF symbol, with the
+    /// mapped file (executable or library) as its file and no line number.
+    pub native: bool,
 }
 
 /// A goroutine's pprof labels plus gospy's `goroutine_state` and
@@ -84,6 +92,17 @@ pub struct Stack {
     /// running, e.g. `[chan receive]`.
     pub state: Option<Arc<str>>,
     pub labels: Labels,
+}
+
+/// The pseudo-frame at the leaf of a stack.
+#[derive(Debug, Clone, Copy)]
+enum Leaf {
+    /// None: the goroutine was on a CPU and its frames say where.
+    OnCpu,
+    /// The goroutine's state, e.g. `[chan receive]`.
+    State,
+    /// A fixed name, e.g. `[cgo call]`.
+    Named(&'static str),
 }
 
 /// One frame of a stack as the text formats show it.
@@ -160,6 +179,20 @@ pub fn record(
 ) -> Result<(Profile, StopReason)> {
     let started = Instant::now();
     let mut sampler = Sampler::new(target, options);
+    if options.native {
+        if options.nonblocking {
+            return Err(Error::Other(
+                "--native needs the threads stopped to read their registers; \
+                 it cannot be combined with --nonblocking"
+                    .into(),
+            ));
+        }
+        // Every module's CFI and symbols are read now, not while the
+        // target is stopped.
+        let unwinder = NativeUnwinder::new(target.pid())?;
+        unwinder.preload();
+        sampler.native = Some(unwinder);
+    }
     sampler.profile.started = Some(SystemTime::now());
     let reason = if options.nonblocking {
         sampler.run_nonblocking(stop, progress)?
@@ -171,6 +204,9 @@ pub fn record(
     profile.elapsed = started.elapsed();
     Ok((profile, reason))
 }
+
+/// C frames kept per sample (`--native`).
+const MAX_NATIVE_FRAMES: usize = 128;
 
 /// How often the label cache is emptied: label sets are immutable, but the
 /// memory of one that is no longer used can be reused for another.
@@ -197,6 +233,10 @@ struct Sampler<'t> {
     stack_ids: HashMap<Arc<Stack>, usize>,
     /// Goroutines that were not running at a recent sample, by `g` address.
     parked: PcMap<u64, Parked>,
+    /// With `--native`: unwinds C frames.
+    native: Option<NativeUnwinder>,
+    /// Location index of each C frame, by (pc, innermost).
+    native_location_ids: PcMap<(u64, bool), u32>,
     profile: Profile,
 }
 
@@ -262,6 +302,8 @@ impl<'t> Sampler<'t> {
             labels: HashMap::new(),
             stack_ids: HashMap::new(),
             parked: PcMap::default(),
+            native: None,
+            native_location_ids: PcMap::default(),
             profile: Profile {
                 idle: options.idle,
                 ..Profile::default()
@@ -319,9 +361,12 @@ impl<'t> Sampler<'t> {
     /// Takes one snapshot (one short pause) and counts the stacks it holds.
     fn sample_once(&mut self) -> Result<()> {
         let snapshot = if self.options.idle {
-            self.take_idle_snapshot(SnapshotOptions::default())?
+            self.take_idle_snapshot(SnapshotOptions {
+                native: self.native.is_some(),
+                ..SnapshotOptions::default()
+            })?
         } else {
-            Snapshot::take_running(self.target)?
+            Snapshot::take_running(self.target, self.native.is_some())?
         };
         self.profile.paused += snapshot.pause.unwrap_or_default();
         self.count_snapshot(&snapshot, true);
@@ -347,7 +392,7 @@ impl<'t> Sampler<'t> {
             self.labels.clear();
         }
         for g in &snapshot.goroutines {
-            let is_running = g.status == GStatus::Running;
+            let is_running = g.status == GStatus::Running || snapshot.on_cpu.contains(&g.addr);
             if is_running && !running
                 || !is_running && (!self.options.idle || self.is_system(g.start_pc))
                 || snapshot.unstable.contains(&g.addr)
@@ -401,26 +446,94 @@ impl<'t> Sampler<'t> {
             .then(|| snapshot.machines.iter().find(|m| m.addr == g.m))
             .flatten()
             .map(|m| m.tid);
-        self.stack_from(g, &start, &snapshot.stacks, thread)
+        let on_cpu = g.status == GStatus::Running || snapshot.on_cpu.contains(&g.addr);
+        let mut locations = Vec::new();
+        if let Some(regs) = thread.and_then(|tid| snapshot.native_registers.get(&tid)) {
+            self.native_locations(regs, &snapshot.stacks, &mut locations);
+        }
+        self.stack_from(g, &start, &snapshot.stacks, thread, on_cpu, locations)
+    }
+
+    /// Appends the locations of the C frames on a thread stopped with
+    /// `regs`, innermost first, up to the first Go frame.
+    fn native_locations(&mut self, regs: &Registers, mem: &dyn Memory, out: &mut Vec<u32>) {
+        let Some(unwinder) = &self.native else {
+            return;
+        };
+        let target = self.target;
+        let is_go = |pc: u64| {
+            target
+                .binary
+                .pclntab
+                .find_func(pc.wrapping_sub(target.bias))
+                .is_some()
+        };
+        let (frames, _) = unwinder.unwind(regs, mem, &is_go, MAX_NATIVE_FRAMES);
+        for (i, frame) in frames.iter().enumerate() {
+            let key = (frame.pc, i == 0);
+            let id = match self.native_location_ids.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let function: Arc<str> = match &frame.function {
+                        Some(name) => name.as_str().into(),
+                        None => {
+                            let file = frame.module.rsplit('/').next().unwrap_or("");
+                            format!("?? ({file})").into()
+                        }
+                    };
+                    let id = self.profile.locations.len() as u32;
+                    self.profile.locations.push(Location {
+                        address: frame.pc,
+                        lines: vec![SourceLine {
+                            function,
+                            file: frame.module.clone(),
+                            line: 0,
+                            start_line: 0,
+                        }],
+                        native: true,
+                    });
+                    self.native_location_ids.insert(key, id);
+                    id
+                }
+            };
+            out.push(id);
+        }
     }
 
     /// Unwinds `g` from `start` reading stack memory from `mem`, and builds
-    /// its [`Stack`] (`thread`: the OS thread running it, if any).
+    /// its [`Stack`]: `locations` (C frames, if any) then the Go frames.
+    /// `thread`: the OS thread running it, if any; `on_cpu`: it was running
+    /// (Go or C code), so its stack gets no state frame.
     fn stack_from(
         &mut self,
         g: &Goroutine,
         start: &StartState,
         mem: &dyn Memory,
         thread: Option<u64>,
+        on_cpu: bool,
+        mut locations: Vec<u32>,
     ) -> Option<Stack> {
         self.unwinder.unwind_into(start, mem, &mut self.physical);
         let physical = std::mem::take(&mut self.physical);
-        let locations: Vec<u32> = physical.iter().filter_map(|p| self.location(p)).collect();
+        locations.extend(physical.iter().filter_map(|p| self.location(p)));
         self.physical = physical;
         if locations.is_empty() {
             return None;
         }
 
+        let leaf = if on_cpu { Leaf::OnCpu } else { Leaf::State };
+        Some(self.stack_with(g, thread, locations, leaf))
+    }
+
+    /// `g`'s [`Stack`] with `locations`: root frames as the options ask,
+    /// labels, and the leaf pseudo-frame `leaf` says.
+    fn stack_with(
+        &mut self,
+        g: &Goroutine,
+        thread: Option<u64>,
+        locations: Vec<u32>,
+        leaf: Leaf,
+    ) -> Stack {
         let mut roots = Vec::new();
         if self.options.threads {
             roots.push(match thread {
@@ -434,14 +547,17 @@ impl<'t> Sampler<'t> {
         let wait_reason = matches!(g.status, GStatus::Waiting | GStatus::Leaked)
             .then(|| runtime::wait_reason_name(&self.target.binary.go_version, g.wait_reason))
             .flatten();
-        let state = (g.status != GStatus::Running)
-            .then(|| format!("[{}]", wait_reason.unwrap_or(g.status.name())).into());
-        Some(Stack {
+        let state = match leaf {
+            Leaf::OnCpu => None,
+            Leaf::State => Some(format!("[{}]", wait_reason.unwrap_or(g.status.name())).into()),
+            Leaf::Named(name) => Some(name.into()),
+        };
+        Stack {
             roots,
             locations,
             state,
             labels: self.labels_of(g, wait_reason),
-        })
+        }
     }
 
     /// The location of physical frame `p`, symbolized on first sight;
@@ -479,6 +595,7 @@ impl<'t> Sampler<'t> {
         self.profile.locations.push(Location {
             address: p.pc,
             lines,
+            native: false,
         });
         self.location_ids.insert((p.pc, p.sym_pc), Some(id));
         Some(id)

@@ -35,6 +35,11 @@ const REFRESH_EVERY: Duration = Duration::from_millis(250);
 /// promptly, and goroutines are read soon after their samples.
 const MAX_WAIT: Duration = Duration::from_millis(10);
 
+/// The only frame of a sample taken in C code: its Go frames are not known
+/// without stopping the thread (`record --native` without `--nonblocking`
+/// shows them).
+pub const CGO_CALL_FRAME: &str = "[cgo call]";
+
 /// Stack memory of one sample: the kernel's copy from `sp` up, then the
 /// live process.
 struct SampleMemory<'a> {
@@ -177,6 +182,27 @@ impl Sampler<'_> {
                 hi: g.stack_hi,
             })
         };
+        // In C code (a cgo call, status syscall, on the system stack): the
+        // Go frames below it are on the goroutine's stack, which the sample
+        // did not copy and which may have moved on to another call by now.
+        // The sample is counted, but under a frame that says so.
+        let in_go = |pc: u64| {
+            target
+                .binary
+                .pclntab
+                .find_func(pc.wrapping_sub(target.bias))
+                .is_some()
+        };
+        if g.status == GStatus::Syscall && !g.stack_contains(sample.sp) && !in_go(sample.ip) {
+            let stack = self.stack_with(
+                &g,
+                Some(machine.tid),
+                Vec::new(),
+                super::Leaf::Named(CGO_CALL_FRAME),
+            );
+            self.count(stack);
+            return;
+        }
         let g0_stack = bounds(machine.g0);
         // The goroutine must still be the one that was sampled: the stack
         // pointer is on its stack, or on the thread's system stack.
@@ -203,7 +229,9 @@ impl Sampler<'_> {
             copy: &sample.stack,
             live: &target.memory,
         };
-        if let Some(stack) = self.stack_from(&g, &start, &memory, Some(machine.tid)) {
+        if let Some(stack) =
+            self.stack_from(&g, &start, &memory, Some(machine.tid), true, Vec::new())
+        {
             self.count(stack);
         }
     }

@@ -766,6 +766,7 @@ fn drive(
             threads: false,
             goroutines: false,
             nonblocking: false,
+            native: false,
         },
     );
     let mut counter = FunctionCounter::default();
