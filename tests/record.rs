@@ -459,25 +459,7 @@ fn pprof_opens_in_go_tool_pprof() {
     let tc = newest_toolchain();
     let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
     let (_cpu, target) = start_exclusive(&bin);
-    let path = temp_path("cpu.pb.gz");
-    let out = run_gospy(&[
-        "record",
-        "--pid",
-        &target.pid().to_string(),
-        "-d",
-        "3",
-        "-r",
-        "200",
-        "-f",
-        "pprof",
-        "-o",
-        path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = record_pprof(target.pid(), "cpu.pb.gz", &["-d", "3", "-r", "200"]);
     let pprof = |args: &[&str]| go_tool_pprof(&tc, args, &path);
     let top = pprof(&["-top"]);
     let flat_percent = |function: &str| -> f64 {
@@ -650,6 +632,31 @@ fn go_tool_pprof(tc: &Toolchain, args: &[&str], file: &std::path::Path) -> Strin
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `gospy record --pid PID -f pprof -o FILE args...` and returns FILE;
+/// panics with gospy's stderr if it fails.
+fn record_pprof(pid: u32, name: &str, args: &[&str]) -> PathBuf {
+    let path = temp_path(name);
+    let pid = pid.to_string();
+    let mut all = vec![
+        "record",
+        "--pid",
+        &pid,
+        "-f",
+        "pprof",
+        "-o",
+        path.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = run_gospy(&all);
+    assert!(
+        out.status.success(),
+        "gospy {}: {}",
+        all.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
 /// The share of value a `go tool pprof -tags` report gives `value` of `key`.
 fn tag_percent(tags: &str, key: &str, value: &str) -> Option<f64> {
     let section = tags.split(&format!(" {key}: Total")).nth(1)?;
@@ -676,25 +683,7 @@ fn pprof_labels_match_the_fixture_and_filter_with_tagfocus() {
     let tc = newest_toolchain();
     let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
     let (_cpu, target) = start_exclusive(&bin);
-    let path = temp_path("labels.pb.gz");
-    let out = run_gospy(&[
-        "record",
-        "--pid",
-        &target.pid().to_string(),
-        "-d",
-        "3",
-        "-r",
-        "200",
-        "-f",
-        "pprof",
-        "-o",
-        path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = record_pprof(target.pid(), "labels.pb.gz", &["-d", "3", "-r", "200"]);
     let tags = go_tool_pprof(&tc, &["-tags"], &path);
     let a = tag_percent(&tags, "chain", "A").unwrap_or_else(|| panic!("no chain=A:\n{tags}"));
     let b = tag_percent(&tags, "chain", "B").unwrap_or_else(|| panic!("no chain=B:\n{tags}"));
@@ -730,25 +719,10 @@ fn idle_pprof_has_wait_reasons_labels_start_lines_and_inlined_frames() {
     let bin = build_fixture("parked", &tc, BuildMode::Default);
     let _cpu = start_exclusive_lock();
     let target = Target::start(&bin, &["-goroutines", "30"]);
-    let path = temp_path("idle.pb.gz");
-    let out = run_gospy(&[
-        "record",
-        "--pid",
-        &target.pid().to_string(),
-        "--idle",
-        "-d",
-        "1",
-        "-r",
-        "50",
-        "-f",
-        "pprof",
-        "-o",
-        path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let path = record_pprof(
+        target.pid(),
+        "idle.pb.gz",
+        &["--idle", "-d", "1", "-r", "50"],
     );
     let tags = go_tool_pprof(&tc, &["-tags"], &path);
     for (key, value) in [
@@ -1065,6 +1039,48 @@ fn cgo_cpu_split_with_and_without_native_frames() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// `go tool pprof` reads the C frames of `--native`: Locations without a
+/// mapping, named after their symbols, on top of the Go frames.
+#[test]
+fn pprof_of_native_frames_opens_in_go_tool_pprof() {
+    let tc = newest_toolchain();
+    let bin = build_fixture("cgosplit", &tc, BuildMode::Cgo);
+    let (_cpu, target) = start_exclusive(&bin);
+    let path = record_pprof(target.pid(), "native.pb.gz", &["-d", "1", "--native"]);
+    let top = go_tool_pprof(&tc, &["-top"], &path);
+    let leaf = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().last());
+    assert_eq!(
+        leaf,
+        Some("c_spin"),
+        "c_spin is not the hottest function:\n{top}"
+    );
+    let traces = go_tool_pprof(&tc, &["-traces"], &path);
+    let trace = traces
+        .split("-----------+")
+        .find(|t| t.contains("c_work_a"))
+        .unwrap_or_else(|| panic!("no trace through c_work_a:\n{traces}"));
+    let names: Vec<&str> = trace
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    let at = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("no {name} in trace:\n{trace}"))
+    };
+    assert!(
+        at("c_spin") < at("c_work_a")
+            && at("c_work_a") < at("runtime.cgocall")
+            && at("runtime.cgocall") < at(CHAIN_A),
+        "trace is not c_spin <- c_work_a <- ... runtime.cgocall <- main.chainA:\n{trace}"
+    );
 }
 
 /// `--native` needs stopped threads, which `--nonblocking` never has.
