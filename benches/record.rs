@@ -4,6 +4,7 @@
 //!     cargo bench --bench record                  # about 3 minutes
 //!     cargo bench --bench record -- --quick       # under a minute, noisier
 //!     cargo bench --bench record -- --pairs 8 --window 3 --retries 4
+//!     cargo bench --bench record -- --only nonblocking --rates 1000
 //!
 //! Starts the `throughput` fixture (newest Go toolchain, one goroutine doing
 //! a fixed unit of CPU work in a loop and printing its running count every
@@ -70,6 +71,11 @@ struct Settings {
     window: Duration,
     warmup: Duration,
     idle_seconds: u32,
+    /// `--only blocking|nonblocking|ptrace|idle`: run just these rows
+    /// (repeatable); empty = all.
+    only: Vec<String>,
+    /// `--rates 100,1000`: the sample rates of the rows.
+    rates: Vec<u32>,
 }
 
 impl Settings {
@@ -80,6 +86,8 @@ impl Settings {
             window: Duration::from_secs(2),
             warmup: Duration::from_secs(1),
             idle_seconds: 5,
+            only: Vec::new(),
+            rates: RATES.to_vec(),
         };
         // cargo passes `--bench`; anything unknown is ignored.
         let args: Vec<String> = std::env::args().skip(1).collect();
@@ -103,6 +111,21 @@ impl Settings {
                     s.pairs = value.and_then(|v| v.parse().ok()).expect("--pairs N");
                     i += 1;
                 }
+                "--only" => {
+                    s.only.push(
+                        value
+                            .expect("--only blocking|nonblocking|ptrace|idle")
+                            .into(),
+                    );
+                    i += 1;
+                }
+                "--rates" => {
+                    s.rates = value
+                        .map(|v| v.split(',').filter_map(|r| r.parse().ok()).collect())
+                        .filter(|r: &Vec<u32>| !r.is_empty())
+                        .expect("--rates HZ[,HZ...]");
+                    i += 1;
+                }
                 "--window" => {
                     s.window = value
                         .and_then(|v| v.parse().ok())
@@ -116,6 +139,11 @@ impl Settings {
         }
         assert!(s.pairs > 0, "--pairs must be at least 1");
         s
+    }
+
+    /// Whether the rows named `name` are to run.
+    fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
     }
 }
 
@@ -522,6 +550,16 @@ impl Profiler {
         }
     }
 
+    /// The row's name for `--only`.
+    fn short_name(self) -> &'static str {
+        match self {
+            Profiler::Nothing => "nothing",
+            Profiler::Blocking => "blocking",
+            Profiler::Nonblocking => "nonblocking",
+            Profiler::BarePtrace => "ptrace",
+        }
+    }
+
     fn flags(self) -> &'static [&'static str] {
         match self {
             Profiler::Nonblocking => &["--nonblocking"],
@@ -662,11 +700,11 @@ fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
 
-fn print_row(profiler: Profiler, i: usize, result: &Result<Row, String>) {
+fn print_row(profiler: Profiler, rate: u32, i: Option<usize>, result: &Result<Row, String>) {
     let label = if profiler == Profiler::Nothing {
         format!("{:<30}", profiler.name())
     } else {
-        format!("{:<21} {:>5} Hz", profiler.name(), RATES[i])
+        format!("{:<21} {:>5} Hz", profiler.name(), rate)
     };
     let row = match result {
         Ok(row) => row,
@@ -679,7 +717,8 @@ fn print_row(profiler: Profiler, i: usize, result: &Result<Row, String>) {
     let slowdown = median(slowdowns.clone());
     let lo = slowdowns.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = slowdowns.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let (goal, kind) = profiler.target(i);
+    // Goals exist for the rates only.
+    let (goal, kind) = i.map_or((0.0, "-"), |i| profiler.target(i));
     let goal = match kind {
         "-" => String::new(),
         "ref" => format!("ref  {:>6}", pct(goal)),
@@ -817,21 +856,25 @@ fn main() {
         "others"
     );
     let floor = measure(&fixture, Profiler::Nothing, 0, &settings, Fixed::default());
-    print_row(Profiler::Nothing, 0, &floor);
+    print_row(Profiler::Nothing, 0, None, &floor);
     for profiler in [
         Profiler::Blocking,
         Profiler::Nonblocking,
         Profiler::BarePtrace,
     ] {
+        if !settings.runs(profiler.short_name()) {
+            continue;
+        }
         let fixed = match profiler {
             Profiler::Blocking | Profiler::Nonblocking => fixed_cost(pid, profiler.flags()),
             Profiler::Nothing | Profiler::BarePtrace => Ok(Fixed::default()),
         };
-        for (i, &rate) in RATES.iter().enumerate() {
+        for &rate in &settings.rates {
+            let i = RATES.iter().position(|&r| r == rate);
             let result = fixed
                 .clone()
                 .and_then(|fixed| measure(&fixture, profiler, rate, &settings, fixed));
-            print_row(profiler, i, &result);
+            print_row(profiler, rate, i, &result);
         }
     }
     println!(
@@ -850,5 +893,7 @@ fn main() {
         pct(REF_BARE_PTRACE[1])
     );
     drop(fixture);
-    idle_cost(&tc, settings.idle_seconds);
+    if settings.runs("idle") {
+        idle_cost(&tc, settings.idle_seconds);
+    }
 }

@@ -956,10 +956,13 @@ fn cgo_split(target: &Target, native: bool) -> Result<(), String> {
         // The thread may be between runtime.cgocall and C (asmcgocall, the
         // cgo wrapper's prologue): then there is no C frame yet.
         if native && !c_frames.is_empty() && !runtime_work {
+            // The thread may also be in the wrapper or in c_work_x itself,
+            // before or after their calls.
             let wrapper_ok = c_frames[0].starts_with("_cgo_")
                 && c_frames[0].ends_with(&format!("_Cfunc_c_work_{x}"));
-            let calls_ok =
-                c_frames.get(1..3) == Some(&[format!("c_work_{x}"), "c_spin".to_string()][..]);
+            let calls = [format!("c_work_{x}"), "c_spin".to_string()];
+            let n = (c_frames.len() - 1).min(calls.len());
+            let calls_ok = c_frames[1..1 + n] == calls[..n];
             if !wrapper_ok || !calls_ok {
                 return Err(format!(
                     "C frames {c_frames:?} are not _cgo_*_Cfunc_c_work_{x}, c_work_{x}, c_spin"
