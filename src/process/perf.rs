@@ -53,15 +53,18 @@ const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
 
 // Bits of the bit-field word of `perf_event_attr` that follows `read_format`.
 const ATTR_DISABLED: u64 = 1 << 0;
+/// `wakeup_events` is `wakeup_watermark`: wake after that many bytes.
+const ATTR_WATERMARK: u64 = 1 << 14;
 const ATTR_EXCLUDE_KERNEL: u64 = 1 << 5;
 const ATTR_EXCLUDE_HV: u64 = 1 << 6;
 const ATTR_USE_CLOCKID: u64 = 1 << 25;
 
 // x86 `enum perf_event_x86_regs`. Sampled registers are written in
-// ascending order of these numbers: BP, SP, IP.
+// ascending order of these numbers: BP, SP, IP, R14.
 const PERF_REG_X86_BP: u32 = 6;
 const PERF_REG_X86_SP: u32 = 7;
 const PERF_REG_X86_IP: u32 = 8;
+const PERF_REG_X86_R14: u32 = 22;
 /// `abi` of a sample taken without user registers (e.g. in a kernel thread).
 const PERF_SAMPLE_REGS_ABI_NONE: u64 = 0;
 
@@ -115,26 +118,28 @@ const _: () = assert!(std::mem::size_of::<PerfEventAttr>() == PERF_ATTR_SIZE_VER
 pub const MAX_STACK_BYTES: u32 = 65528;
 
 /// Data pages of each thread's ring buffer, at least (a power of two, as the
-/// kernel requires). Each thread costs these plus one metadata page of
-/// locked kernel memory: 36 KiB with 4 KiB pages, 3.6 MiB for a program with
-/// 100 threads.
+/// kernel requires). Each thread costs its ring plus one metadata page of
+/// locked kernel memory: with 8 KB stack copies 132 KiB at 100 Hz and 260
+/// KiB at 1000 Hz (see [`data_pages`]).
 const MIN_DATA_PAGES: usize = 8;
 
 /// The ring grows beyond [`MIN_DATA_PAGES`] so that it holds at least this
 /// many samples: with large stack copies a sample might otherwise not fit
 /// at all, and would always be lost.
 const MIN_SAMPLES_PER_RING: usize = 8;
-
-/// The kernel wakes a [`PerfSampler::wait`]er after this many samples of a
-/// thread, not after each: every wakeup costs the sampled thread an
-/// inter-processor interrupt, which at 1000 Hz was a good part of the
-/// target's slowdown. Half of [`MIN_SAMPLES_PER_RING`], so a ring is drained
-/// well before it fills; the waiter also wakes on its timeout.
-const WAKEUP_EVERY_SAMPLES: u32 = 4;
+/// Data pages of a ring, at most, unless [`MIN_SAMPLES_PER_RING`] needs
+/// more: caps the memory locked per thread (256 KiB with 4 KiB pages).
+const MAX_DATA_PAGES: usize = 64;
+/// Rings are sized, within those bounds, to hold this long of a fully
+/// busy thread's samples.
+const RING_SPAN: Duration = Duration::from_millis(100);
+/// Bounds of [`PerfSampler::drain_interval`].
+const MIN_DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Size of a sample record without the stack copy: header, pid and tid,
-/// time, regs abi, three registers, stack size, dyn_size.
-const SAMPLE_FIXED_BYTES: usize = 8 + 8 + 8 + 8 + 3 * 8 + 8 + 8;
+/// time, regs abi, four registers, stack size, dyn_size.
+const SAMPLE_FIXED_BYTES: usize = 8 + 8 + 8 + 8 + 4 * 8 + 8 + 8;
 
 /// One sample of one thread, taken while it ran user code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +154,9 @@ pub struct PerfSample {
     pub sp: u64,
     /// Frame pointer (rbp).
     pub bp: u64,
+    /// r14, which holds the current `g` in Go code of Go 1.17+
+    /// (ABIInternal): which goroutine ran, at the instant of the sample.
+    pub r14: u64,
     /// Copy of the user stack from `sp` upwards. At most the requested
     /// size; shorter when the stack mapping ends sooner.
     pub stack: Vec<u8>,
@@ -200,10 +208,12 @@ impl PerfSampler {
         // exists, is not a zombie, is a process rather than a thread.
         Process::open(pid)?;
         let stack_bytes = round_stack_bytes(stack_bytes);
+        let page = page_size();
+        let data_pages = data_pages(stack_bytes, page, period_ns);
         let mut sampler = PerfSampler {
             pid,
-            attr: sampling_attr(period_ns, stack_bytes),
-            data_pages: data_pages(stack_bytes, page_size()),
+            attr: sampling_attr(period_ns, stack_bytes, data_pages * page / 2),
+            data_pages,
             threads: Vec::new(),
             lost: 0,
             scratch: Vec::new(),
@@ -235,7 +245,9 @@ impl PerfSampler {
             if self.threads.iter().any(|t| t.tid == tid && !t.hung_up()) {
                 continue;
             }
-            if let Some(event) = open_thread(&self.attr, self.pid, tid, self.data_pages)? {
+            let fallback = data_pages(self.attr.sample_stack_user, page_size(), u64::MAX);
+            let opened = open_thread(&self.attr, self.pid, tid, self.data_pages, fallback)?;
+            if let Some(event) = opened {
                 self.threads.push(event);
             }
         }
@@ -264,14 +276,11 @@ impl PerfSampler {
         }
     }
 
-    /// Blocks until a ring buffer has data, at most `timeout`; may return
-    /// earlier (a thread exited, a signal arrived).
+    /// Blocks for `timeout`, or less if the kernel wakes it: half a ring
+    /// was written, a thread exited, a signal arrived. Rings may hold
+    /// samples when it returns either way: the caller drains them on its
+    /// schedule, at least every [`drain_interval`](Self::drain_interval).
     pub fn wait(&self, timeout: Duration) {
-        // poll(2) reports a perf event readable only once per wakeup, so
-        // data left from before would not wake it.
-        if self.threads.iter().any(|t| t.ring.has_data()) {
-            return;
-        }
         let polled: Vec<&ThreadEvent> = self.threads.iter().filter(|t| !t.exited.get()).collect();
         let mut fds: Vec<libc::pollfd> = polled
             .iter()
@@ -299,6 +308,19 @@ impl PerfSampler {
         self.lost
     }
 
+    /// How often to drain the rings ([`read_samples`](Self::read_samples)):
+    /// the time a fully busy thread takes to fill half its ring, within
+    /// 10..100 ms. The kernel wakes a [`wait`](Self::wait)er only each time
+    /// half a ring has been written: wakeups cost the sampled thread an
+    /// interrupt of its own, and gospy waking often costs a 2-core machine
+    /// more (at 1000 Hz, a wakeup every 4 samples and a drain every 10 ms
+    /// were most of the target's slowdown).
+    pub fn drain_interval(&self) -> Duration {
+        let capacity = self.data_pages * page_size() / record_bytes(self.attr.sample_stack_user);
+        Duration::from_nanos(self.attr.sample_period.saturating_mul(capacity as u64 / 2))
+            .clamp(MIN_DRAIN_INTERVAL, MAX_DRAIN_INTERVAL)
+    }
+
     /// Number of threads with an open event (including exited threads whose
     /// last samples were not read yet).
     pub fn thread_count(&self) -> usize {
@@ -312,14 +334,23 @@ fn round_stack_bytes(stack_bytes: u32) -> u32 {
     stack_bytes.min(MAX_STACK_BYTES).next_multiple_of(8)
 }
 
-/// Data pages of one ring buffer: see [`MIN_DATA_PAGES`].
-fn data_pages(stack_bytes: u32, page_size: usize) -> usize {
+/// Bytes of one sample record with `stack_bytes` of stack.
+fn record_bytes(stack_bytes: u32) -> usize {
     // The kernel shrinks the stack copy so that a record fits in a u16.
-    let record = (SAMPLE_FIXED_BYTES + stack_bytes as usize).min(u16::MAX as usize);
-    (MIN_SAMPLES_PER_RING * record)
-        .div_ceil(page_size)
-        .max(MIN_DATA_PAGES)
-        .next_power_of_two()
+    (SAMPLE_FIXED_BYTES + stack_bytes as usize).min(u16::MAX as usize)
+}
+
+/// Data pages of one ring buffer (a power of two) when its thread is
+/// sampled every `period_ns` of CPU time: [`RING_SPAN`] of samples, within
+/// [`MIN_DATA_PAGES`]..[`MAX_DATA_PAGES`], and at least
+/// [`MIN_SAMPLES_PER_RING`] samples.
+fn data_pages(stack_bytes: u32, page_size: usize, period_ns: u64) -> usize {
+    let record = record_bytes(stack_bytes);
+    let pages_for = |samples: usize| (samples * record).div_ceil(page_size).next_power_of_two();
+    let span = (RING_SPAN.as_nanos() as u64 / period_ns.max(1)).min(1 << 20) as usize;
+    pages_for(span)
+        .clamp(MIN_DATA_PAGES, MAX_DATA_PAGES)
+        .max(pages_for(MIN_SAMPLES_PER_RING))
 }
 
 fn page_size() -> usize {
@@ -332,7 +363,7 @@ fn page_size() -> usize {
     }
 }
 
-fn sampling_attr(period_ns: u64, stack_bytes: u32) -> PerfEventAttr {
+fn sampling_attr(period_ns: u64, stack_bytes: u32, wakeup_bytes: usize) -> PerfEventAttr {
     PerfEventAttr {
         kind: PERF_TYPE_SOFTWARE,
         size: PERF_ATTR_SIZE_VER5 as u32,
@@ -347,9 +378,17 @@ fn sampling_attr(period_ns: u64, stack_bytes: u32) -> PerfEventAttr {
         // what perf_event_paranoid 2 (the usual default) allows without
         // privileges; we only want user stacks anyway. CLOCK_MONOTONIC
         // timestamps compare with the rest of gospy's clocks.
-        flags: ATTR_DISABLED | ATTR_EXCLUDE_KERNEL | ATTR_EXCLUDE_HV | ATTR_USE_CLOCKID,
-        wakeup_events: WAKEUP_EVERY_SAMPLES,
-        sample_regs_user: (1 << PERF_REG_X86_BP) | (1 << PERF_REG_X86_SP) | (1 << PERF_REG_X86_IP),
+        flags: ATTR_DISABLED
+            | ATTR_EXCLUDE_KERNEL
+            | ATTR_EXCLUDE_HV
+            | ATTR_USE_CLOCKID
+            | ATTR_WATERMARK,
+        // The kernel caps it at the ring's size (a smaller fallback ring).
+        wakeup_events: u32::try_from(wakeup_bytes).unwrap_or(u32::MAX),
+        sample_regs_user: (1 << PERF_REG_X86_BP)
+            | (1 << PERF_REG_X86_SP)
+            | (1 << PERF_REG_X86_IP)
+            | (1 << PERF_REG_X86_R14),
         sample_stack_user: stack_bytes,
         clockid: libc::CLOCK_MONOTONIC,
         ..PerfEventAttr::default()
@@ -357,12 +396,15 @@ fn sampling_attr(period_ns: u64, stack_bytes: u32) -> PerfEventAttr {
 }
 
 /// Opens, maps and enables the event of thread `tid`; None if the thread
-/// exited meanwhile.
+/// exited meanwhile. A ring of `data_pages` that exceeds what may be locked
+/// is mapped with `fallback_pages` instead (samples may then be lost at high
+/// rates, and are counted).
 fn open_thread(
     attr: &PerfEventAttr,
     pid: i32,
     tid: i32,
     data_pages: usize,
+    fallback_pages: usize,
 ) -> Result<Option<ThreadEvent>> {
     // SAFETY: `attr` is a valid perf_event_attr whose `size` is its own;
     // cpu -1 (any), no group.
@@ -385,7 +427,13 @@ fn open_thread(
     }
     // SAFETY: perf_event_open returned a new fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
-    let ring = Ring::map(&fd, data_pages).map_err(|e| mmap_error(pid, data_pages, e))?;
+    let ring = match Ring::map(&fd, data_pages) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && fallback_pages < data_pages => {
+            Ring::map(&fd, fallback_pages)
+        }
+        mapped => mapped,
+    }
+    .map_err(|e| mmap_error(pid, data_pages.min(fallback_pages), e))?;
     // SAFETY: plain ioctl on our perf fd.
     if unsafe { libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE as _, 0) } != 0 {
         let err = std::io::Error::last_os_error();
@@ -644,7 +692,7 @@ fn drain(
 }
 
 /// A `PERF_RECORD_SAMPLE` for our sample_type: header; u32 pid, tid; u64
-/// time; u64 abi, then BP, SP, IP unless abi is NONE; u64 size, size bytes
+/// time; u64 abi, then BP, SP, IP, R14 unless abi is NONE; u64 size, size bytes
 /// of stack, then u64 dyn_size (bytes actually copied) unless size is 0.
 /// None for a malformed record or one without user registers.
 fn parse_sample(record: &[u8]) -> Option<PerfSample> {
@@ -658,6 +706,7 @@ fn parse_sample(record: &[u8]) -> Option<PerfSample> {
     let bp = r.u64()?;
     let sp = r.u64()?;
     let ip = r.u64()?;
+    let r14 = r.u64()?;
     let size = r.u64()?;
     let data = r.bytes(size)?;
     let copied = if size == 0 { 0 } else { r.u64()? };
@@ -668,6 +717,7 @@ fn parse_sample(record: &[u8]) -> Option<PerfSample> {
         ip,
         sp,
         bp,
+        r14,
         stack,
     })
 }
@@ -712,6 +762,7 @@ mod tests {
         body.extend(0xb0u64.to_ne_bytes()); // bp
         body.extend(0x5000u64.to_ne_bytes()); // sp
         body.extend(ip.to_ne_bytes());
+        body.extend(0xc000u64.to_ne_bytes()); // r14
         body.extend((stack.len() as u64).to_ne_bytes());
         body.extend(stack);
         if !stack.is_empty() {
@@ -764,12 +815,15 @@ mod tests {
         ];
         let total: usize = records.iter().map(Vec::len).sum();
         // Start the ring so that the first record straddles its end.
-        let (out, lost) = run(256, 256 - 40, &records);
-        assert!(total <= 256);
+        let (out, lost) = run(512, 512 - 40, &records);
+        assert!(total <= 512);
         assert_eq!(lost, 5);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].tid, 11);
-        assert_eq!((out[0].ip, out[0].sp, out[0].bp), (0x401000, 0x5000, 0xb0));
+        assert_eq!(
+            (out[0].ip, out[0].sp, out[0].bp, out[0].r14),
+            (0x401000, 0x5000, 0xb0, 0xc000)
+        );
         assert_eq!(out[0].stack, &stack[..40]);
         assert_eq!(out[0].time_ns, 1000);
         assert_eq!(out[1].tid, 12);
@@ -790,7 +844,7 @@ mod tests {
         assert!(run(512, 0, &[tiny]).0.is_empty());
         // A stack size field beyond the record, and a huge dyn_size.
         let mut bad_stack = good.clone();
-        let at = 8 + 8 + 8 + 8 + 24;
+        let at = 8 + 8 + 8 + 8 + 32;
         bad_stack[at..at + 8].copy_from_slice(&u64::MAX.to_ne_bytes());
         let mut big_dyn = good.clone();
         let end = big_dyn.len();
@@ -833,17 +887,23 @@ mod tests {
         assert_eq!(round_stack_bytes(4096), 4096);
         assert_eq!(round_stack_bytes(4097), 4104);
         assert_eq!(round_stack_bytes(u32::MAX), MAX_STACK_BYTES);
-        assert_eq!(data_pages(1024, 4096), MIN_DATA_PAGES);
+        const HZ_1: u64 = 1_000_000_000;
+        // 100 ms of samples at 1 Hz is none: the minimum.
+        assert_eq!(data_pages(1024, 4096, HZ_1), MIN_DATA_PAGES);
         // Larger samples need more than the minimum, in a power of two.
-        assert_eq!(data_pages(8000, 4096), 16);
-        assert_eq!(data_pages(16384, 4096), 64);
-        assert_eq!(data_pages(MAX_STACK_BYTES, 4096), 128);
+        assert_eq!(data_pages(8000, 4096, HZ_1), 16);
+        assert_eq!(data_pages(16384, 4096, HZ_1), 64);
+        // At least 8 samples, even beyond the usual maximum.
+        assert_eq!(data_pages(MAX_STACK_BYTES, 4096, HZ_1), 128);
         assert!(128 * 4096 >= MIN_SAMPLES_PER_RING * u16::MAX as usize);
+        // 100 ms of samples: 10 at 100 Hz, 100 (capped) at 1000 Hz.
+        assert_eq!(data_pages(8000, 4096, HZ_1 / 100), 32);
+        assert_eq!(data_pages(8000, 4096, HZ_1 / 1000), MAX_DATA_PAGES);
     }
 
     #[test]
     fn attr_matches_the_kernel_layout() {
-        let a = sampling_attr(1_000_000, 4096);
+        let a = sampling_attr(1_000_000, 4096, 1 << 16);
         let base = &a as *const PerfEventAttr as usize;
         // Offsets from linux/perf_event.h.
         assert_eq!(&a.sample_period as *const u64 as usize - base, 16);
@@ -852,6 +912,6 @@ mod tests {
         assert_eq!(&a.sample_regs_user as *const u64 as usize - base, 80);
         assert_eq!(&a.sample_stack_user as *const u32 as usize - base, 88);
         assert_eq!(&a.clockid as *const i32 as usize - base, 92);
-        assert_eq!(a.sample_regs_user, 0x1c0);
+        assert_eq!(a.sample_regs_user, 0x40_01c0);
     }
 }

@@ -2,12 +2,15 @@
 //!
 //! Linux perf events sample each thread of the target every `1/rate` seconds
 //! of its own CPU time and copy its registers and the top of its stack at
-//! that instant (`process::perf`). gospy then finds the goroutine the
-//! thread's M runs and unwinds from the copied stack; frames deeper than the
-//! copy are read from the live process (a goroutine's callers do not change
-//! while it runs in the frames above them). The goroutine is read a few
-//! milliseconds after the sample, so a sample whose stack pointer is not on
-//! that goroutine's stack (it switched meanwhile) is dropped.
+//! that instant (`process::perf`). gospy reads the samples in batches (tens
+//! of milliseconds apart: waking less often costs the target less), finds
+//! the goroutine that ran and unwinds from the copied stack; frames deeper
+//! than the copy are read from the live process (a goroutine's callers do
+//! not change while it runs in the frames above them). In Go code of Go
+//! 1.17+, the sampled r14 is that goroutine's `g`; otherwise it is the
+//! goroutine the thread's M runs when the batch is read, and a sample whose
+//! stack pointer is not on that goroutine's stack (it switched meanwhile) is
+//! dropped. Labels are those the goroutine has when the batch is read.
 //!
 //! With `--idle`, the goroutines that are not running are added at the
 //! requested rate from snapshots read without a pause; those that move while
@@ -31,9 +34,6 @@ use crate::unwind::{self, StackBounds, ThreadRegisters, ThreadView};
 const STACK_COPY_BYTES: u32 = 8000;
 /// How often the thread list (perf events) and the M list are refreshed.
 const REFRESH_EVERY: Duration = Duration::from_millis(250);
-/// Longest wait for perf samples: Ctrl-C and the duration are noticed
-/// promptly, and goroutines are read soon after their samples.
-const MAX_WAIT: Duration = Duration::from_millis(10);
 
 /// The only frame of a sample taken in C code: its Go frames are not known
 /// without stopping the thread (`record --native` without `--nonblocking`
@@ -81,15 +81,26 @@ impl Sampler<'_> {
         let mut machines: HashMap<u64, Machine> = HashMap::new();
         let mut samples: Vec<PerfSample> = Vec::new();
         loop {
-            if stop() {
-                return Ok(StopReason::Interrupted);
-            }
-            if self
+            let ended = if stop() {
+                Some(StopReason::Interrupted)
+            } else if self
                 .options
                 .duration
                 .is_some_and(|d| started.elapsed() >= d)
             {
-                return Ok(StopReason::Duration);
+                Some(StopReason::Duration)
+            } else {
+                None
+            };
+            if let Some(reason) = ended {
+                // The samples since the last drain belong to the recording.
+                samples.clear();
+                perf.read_samples(&mut samples);
+                for sample in &samples {
+                    self.count_perf_sample(sample, &machines);
+                }
+                self.profile.lost = perf.lost();
+                return Ok(reason);
             }
             if !target.process.is_alive() {
                 return Ok(StopReason::TargetExited);
@@ -132,12 +143,18 @@ impl Sampler<'_> {
             }
             self.profile.elapsed = started.elapsed();
             progress(&self.profile);
-            let wait = if self.options.idle {
+            // Waking less often costs the target less (see
+            // PerfSampler::drain_interval); --idle ticks at its rate.
+            let drain = perf.drain_interval();
+            let mut wait = if self.options.idle {
                 next_tick.saturating_duration_since(Instant::now())
             } else {
-                MAX_WAIT
+                drain
             };
-            perf.wait(wait.min(MAX_WAIT));
+            if let Some(d) = self.options.duration {
+                wait = wait.min(d.saturating_sub(started.elapsed()));
+            }
+            perf.wait(wait.min(drain));
         }
     }
 
@@ -165,12 +182,31 @@ impl Sampler<'_> {
         let Some(machine) = machine.filter(|m| m.curg != 0) else {
             return; // on the system stack without a goroutine: runtime work
         };
-        let g = target
-            .memory
-            .read(machine.curg, &mut g_bytes)
-            .ok()
-            .and_then(|()| Goroutine::decode(machine.curg, &g_bytes, layout));
-        let Some(mut g) = g else {
+        let in_go = |pc: u64| {
+            target
+                .binary
+                .pclntab
+                .find_func(pc.wrapping_sub(target.bias))
+                .is_some()
+        };
+        let mut read_g = |addr: u64| {
+            target
+                .memory
+                .read(addr, &mut g_bytes)
+                .ok()
+                .and_then(|()| Goroutine::decode(addr, &g_bytes, layout))
+        };
+        // Go code of Go 1.17+ keeps its g in r14: the goroutine that ran at
+        // the sample, even if the thread has switched to another since.
+        // Elsewhere (runtime assembly, system stack, C, older Go) r14 is
+        // anything: the goroutine must have the sampled sp on its stack.
+        let in_register = (target.binary.go_version.at_least(1, 17)
+            && in_go(sample.ip)
+            && ![0, machine.g0, machine.gsignal].contains(&sample.r14))
+        .then(|| read_g(sample.r14))
+        .flatten()
+        .filter(|g| g.stack_contains(sample.sp) && !g.status.is_dead());
+        let Some(mut g) = in_register.or_else(|| read_g(machine.curg)) else {
             return;
         };
         let bounds = |addr: u64| -> Option<StackBounds> {
@@ -186,13 +222,6 @@ impl Sampler<'_> {
         // Go frames below it are on the goroutine's stack, which the sample
         // did not copy and which may have moved on to another call by now.
         // The sample is counted, but under a frame that says so.
-        let in_go = |pc: u64| {
-            target
-                .binary
-                .pclntab
-                .find_func(pc.wrapping_sub(target.bias))
-                .is_some()
-        };
         if g.status == GStatus::Syscall && !g.stack_contains(sample.sp) && !in_go(sample.ip) {
             let stack = self.stack_with(
                 &g,
