@@ -171,17 +171,6 @@ impl Sampler<'_> {
             // A thread the runtime did not create (cgo) or not yet listed.
             return;
         };
-        // The M now: its current goroutine and VDSO state.
-        let mut m_bytes = vec![0u8; layout.m_read_len() as usize];
-        let mut g_bytes = vec![0u8; layout.g_read_len() as usize];
-        let machine = target
-            .memory
-            .read(m.addr, &mut m_bytes)
-            .ok()
-            .and_then(|()| Machine::decode(m.addr, &m_bytes, layout));
-        let Some(machine) = machine.filter(|m| m.curg != 0) else {
-            return; // on the system stack without a goroutine: runtime work
-        };
         let in_go = |pc: u64| {
             target
                 .binary
@@ -189,6 +178,7 @@ impl Sampler<'_> {
                 .find_func(pc.wrapping_sub(target.bias))
                 .is_some()
         };
+        let mut g_bytes = vec![0u8; layout.g_read_len() as usize];
         let mut read_g = |addr: u64| {
             target
                 .memory
@@ -197,17 +187,34 @@ impl Sampler<'_> {
                 .and_then(|()| Goroutine::decode(addr, &g_bytes, layout))
         };
         // Go code of Go 1.17+ keeps its g in r14: the goroutine that ran at
-        // the sample, even if the thread has switched to another since.
-        // Elsewhere (runtime assembly, system stack, C, older Go) r14 is
-        // anything: the goroutine must have the sampled sp on its stack.
+        // the sample, even if the thread has switched to another since; and
+        // with the sampled sp on its stack, nothing else is needed (one
+        // read). Elsewhere (runtime assembly, system stack, C, older Go) r14
+        // is anything: the M is read for its current goroutine.
         let in_register = (target.binary.go_version.at_least(1, 17)
             && in_go(sample.ip)
-            && ![0, machine.g0, machine.gsignal].contains(&sample.r14))
+            && ![0, m.g0, m.gsignal].contains(&sample.r14))
         .then(|| read_g(sample.r14))
         .flatten()
         .filter(|g| g.stack_contains(sample.sp) && !g.status.is_dead());
-        let Some(mut g) = in_register.or_else(|| read_g(machine.curg)) else {
-            return;
+        let (mut g, machine) = match in_register {
+            Some(g) => (g, m.clone()),
+            None => {
+                // The M now: its current goroutine and VDSO state.
+                let mut m_bytes = vec![0u8; layout.m_read_len() as usize];
+                let machine = target
+                    .memory
+                    .read(m.addr, &mut m_bytes)
+                    .ok()
+                    .and_then(|()| Machine::decode(m.addr, &m_bytes, layout));
+                let Some(machine) = machine.filter(|m| m.curg != 0) else {
+                    return; // on the system stack without a goroutine: runtime work
+                };
+                let Some(g) = read_g(machine.curg) else {
+                    return;
+                };
+                (g, machine)
+            }
         };
         let bounds = |addr: u64| -> Option<StackBounds> {
             let mut bytes = vec![0u8; layout.g_read_len() as usize];
@@ -232,10 +239,16 @@ impl Sampler<'_> {
             self.count(stack);
             return;
         }
-        let g0_stack = bounds(machine.g0);
         // The goroutine must still be the one that was sampled: the stack
-        // pointer is on its stack, or on the thread's system stack.
-        if !g.stack_contains(sample.sp) && !g0_stack.is_some_and(|s| s.contains(sample.sp)) {
+        // pointer is on its stack, or on the thread's system stack (whose
+        // bounds are needed only then).
+        let on_own_stack = g.stack_contains(sample.sp);
+        let g0_stack = if on_own_stack {
+            None
+        } else {
+            bounds(machine.g0)
+        };
+        if !on_own_stack && !g0_stack.is_some_and(|s| s.contains(sample.sp)) {
             return;
         }
         // It was running when sampled, whatever it does now.
@@ -248,7 +261,11 @@ impl Sampler<'_> {
             },
             machine: &machine,
             g0_stack,
-            gsignal_stack: bounds(machine.gsignal),
+            gsignal_stack: if on_own_stack {
+                None
+            } else {
+                bounds(machine.gsignal)
+            },
         };
         let Ok(start) = unwind::start_state(&g, Some(&view)) else {
             return;
