@@ -119,7 +119,7 @@ pub const MAX_STACK_BYTES: u32 = 65528;
 
 /// Data pages of each thread's ring buffer, at least (a power of two, as the
 /// kernel requires). Each thread costs its ring plus one metadata page of
-/// locked kernel memory: with 8 KB stack copies 132 KiB at 100 Hz and 260
+/// locked kernel memory: with 4 KiB stack copies 68 KiB at 100 Hz and 260
 /// KiB at 1000 Hz (see [`data_pages`]).
 const MIN_DATA_PAGES: usize = 8;
 
