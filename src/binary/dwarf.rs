@@ -52,7 +52,7 @@ pub fn read_layout_from_bytes(data: &[u8]) -> Result<Layout, String> {
     let globals_from_symtab = symtab_globals(&file);
 
     let sections = load_sections(&file)?;
-    let dwarf = borrow_sections(&sections);
+    let dwarf = sections.dwarf();
 
     let mut wanted = Wanted::for_layout();
     for name in GLOBAL_NAMES {
@@ -103,7 +103,7 @@ pub fn read_layout_from_bytes(data: &[u8]) -> Result<Layout, String> {
 pub fn read_raw_layout_from_bytes(data: &[u8]) -> Result<RawLayout, String> {
     let file = parse_elf(data)?;
     let sections = load_sections(&file)?;
-    let dwarf = borrow_sections(&sections);
+    let dwarf = sections.dwarf();
     let mut wanted = Wanted::for_layout();
     scan(&dwarf, &mut wanted)?;
     raw_layout(&dwarf, &wanted)
@@ -122,7 +122,7 @@ pub fn struct_layout_from_bytes(
 ) -> Result<Vec<(String, u64)>, String> {
     let file = parse_elf(data)?;
     let sections = load_sections(&file)?;
-    let dwarf = borrow_sections(&sections);
+    let dwarf = sections.dwarf();
     let mut wanted = Wanted::default();
     wanted.want_struct(&[struct_name], true);
     scan(&dwarf, &mut wanted)?;
@@ -381,9 +381,11 @@ fn symtab_globals(file: &object::File<'_>) -> HashMap<&'static str, VarInfo> {
     found
 }
 
-/// The DWARF sections we read, decompressed. Only the few needed ones are
-/// loaded (and so decompressed); the others stay empty.
-struct Sections<'d> {
+/// The DWARF sections gospy reads, decompressed (GNU `.zdebug_*` and
+/// SHF_COMPRESSED alike; borrowed from the file where not compressed). Only
+/// the few needed ones are loaded, and so decompressed; the others are left
+/// empty.
+pub struct DwarfSections<'d> {
     info: Cow<'d, [u8]>,
     abbrev: Cow<'d, [u8]>,
     str: Cow<'d, [u8]>,
@@ -392,50 +394,74 @@ struct Sections<'d> {
     line_str: Cow<'d, [u8]>,
 }
 
-fn load_sections<'d>(file: &object::File<'d>) -> Result<Sections<'d>, String> {
-    // `section_by_name(".debug_info")` also finds GNU `.zdebug_info`, and
-    // `uncompressed_data` undoes both compression schemes.
-    let load = |name: &str| -> Result<Option<Cow<'d, [u8]>>, String> {
-        match file.section_by_name(name) {
-            None => Ok(None),
-            Some(s) => s
-                .uncompressed_data()
-                .map(Some)
-                .map_err(|e| format!("cannot decompress DWARF section {name}: {e}")),
-        }
-    };
-    let info = match load(".debug_info")? {
-        Some(d) if !d.is_empty() => d,
-        _ => return Err(NO_DWARF.to_string()),
-    };
-    let abbrev = load(".debug_abbrev")?.ok_or_else(|| {
-        format!("DWARF: .debug_info present but .debug_abbrev missing; {NO_DWARF}")
-    })?;
-    let empty = || Cow::Borrowed(&[][..]);
-    Ok(Sections {
-        info,
-        abbrev,
-        str: load(".debug_str")?.unwrap_or_else(empty),
-        addr: load(".debug_addr")?.unwrap_or_else(empty),
-        str_offsets: load(".debug_str_offsets")?.unwrap_or_else(empty),
-        line_str: load(".debug_line_str")?.unwrap_or_else(empty),
-    })
-}
+impl<'d> DwarfSections<'d> {
+    /// The sections of `file`; `None` when it has no (or an empty)
+    /// `.debug_info`, for the caller to explain in its own words.
+    pub fn load(file: &object::File<'d>) -> Result<Option<DwarfSections<'d>>, String> {
+        // `section_by_name(".debug_info")` also finds GNU `.zdebug_info`
+        // (Go <= 1.15), and `uncompressed_data` undoes both compression
+        // schemes.
+        let load = |name: &str| -> Result<Option<Cow<'d, [u8]>>, String> {
+            match file.section_by_name(name) {
+                None => Ok(None),
+                Some(s) => s
+                    .uncompressed_data()
+                    .map(Some)
+                    .map_err(|e| format!("cannot decompress DWARF section {name}: {e}")),
+            }
+        };
+        let info = match load(".debug_info")? {
+            Some(d) if !d.is_empty() => d,
+            _ => return Ok(None),
+        };
+        let abbrev = load(".debug_abbrev")?
+            .ok_or("malformed DWARF: .debug_info present but .debug_abbrev missing")?;
+        let empty = || Cow::Borrowed(&[][..]);
+        Ok(Some(DwarfSections {
+            info,
+            abbrev,
+            str: load(".debug_str")?.unwrap_or_else(empty),
+            addr: load(".debug_addr")?.unwrap_or_else(empty),
+            str_offsets: load(".debug_str_offsets")?.unwrap_or_else(empty),
+            line_str: load(".debug_line_str")?.unwrap_or_else(empty),
+        }))
+    }
 
-fn borrow_sections<'a>(s: &'a Sections<'_>) -> Dwarf<'a> {
-    let r = |d: &'a Cow<'_, [u8]>| EndianSlice::new(d, LittleEndian);
-    Dwarf {
-        debug_info: r(&s.info).into(),
-        debug_abbrev: r(&s.abbrev).into(),
-        debug_str: r(&s.str).into(),
-        debug_addr: r(&s.addr).into(),
-        debug_str_offsets: r(&s.str_offsets).into(),
-        debug_line_str: r(&s.line_str).into(),
-        ..Default::default()
+    /// The same sections, owning their bytes (to keep beside the file).
+    pub fn into_owned(self) -> DwarfSections<'static> {
+        let own = |c: Cow<'d, [u8]>| Cow::Owned(c.into_owned());
+        DwarfSections {
+            info: own(self.info),
+            abbrev: own(self.abbrev),
+            str: own(self.str),
+            addr: own(self.addr),
+            str_offsets: own(self.str_offsets),
+            line_str: own(self.line_str),
+        }
+    }
+
+    /// A gimli reader of these sections.
+    pub fn dwarf<'s>(&'s self) -> Dwarf<'s> {
+        let r = |d: &'s Cow<'d, [u8]>| EndianSlice::new(d, LittleEndian);
+        Dwarf {
+            debug_info: r(&self.info).into(),
+            debug_abbrev: r(&self.abbrev).into(),
+            debug_str: r(&self.str).into(),
+            debug_addr: r(&self.addr).into(),
+            debug_str_offsets: r(&self.str_offsets).into(),
+            debug_line_str: r(&self.line_str).into(),
+            ..Default::default()
+        }
     }
 }
 
-fn gerr(e: gimli::Error) -> String {
+/// The sections of `file`, or the reason (no DWARF) there are none.
+fn load_sections<'d>(file: &object::File<'d>) -> Result<DwarfSections<'d>, String> {
+    DwarfSections::load(file)?.ok_or_else(|| NO_DWARF.to_string())
+}
+
+/// A gimli error as a message.
+pub(crate) fn gerr(e: gimli::Error) -> String {
     format!("malformed DWARF: {e}")
 }
 

@@ -35,8 +35,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::binary::dwarf::gerr;
+
 use gimli::{AttributeValue, DebuggingInformationEntry, EndianSlice, LittleEndian, UnitHeader};
-use object::{Object, ObjectSection};
 
 type R<'a> = EndianSlice<'a, LittleEndian>;
 
@@ -232,47 +233,15 @@ struct UnitInfo<'a> {
 
 /// The decompressed DWARF sections of one binary, which a [`DwarfInfo`]
 /// borrows.
-pub struct DwarfSections {
-    info: Vec<u8>,
-    abbrev: Vec<u8>,
-    str: Vec<u8>,
-    addr: Vec<u8>,
-    str_offsets: Vec<u8>,
-    line_str: Vec<u8>,
-}
+pub type DwarfSections = crate::binary::dwarf::DwarfSections<'static>;
 
-impl DwarfSections {
-    /// The DWARF sections of the ELF file `data`. Fails with [`NO_DWARF`]
-    /// when there are none.
-    pub fn load(data: &[u8]) -> Result<DwarfSections, String> {
-        let file = object::File::parse(data).map_err(|e| format!("cannot parse ELF: {e}"))?;
-        // `section_by_name(".debug_info")` also finds GNU `.zdebug_info`
-        // (Go <= 1.15), and `uncompressed_data` undoes both compression
-        // schemes. Only the sections read here are decompressed.
-        let load = |name: &str| -> Result<Option<Vec<u8>>, String> {
-            match file.section_by_name(name) {
-                None => Ok(None),
-                Some(s) => s
-                    .uncompressed_data()
-                    .map(|d| Some(d.into_owned()))
-                    .map_err(|e| format!("cannot decompress DWARF section {name}: {e}")),
-            }
-        };
-        let info = match load(".debug_info")? {
-            Some(d) if !d.is_empty() => d,
-            _ => return Err(NO_DWARF.to_string()),
-        };
-        let abbrev = load(".debug_abbrev")?
-            .ok_or_else(|| format!("DWARF: .debug_abbrev missing; {NO_DWARF}"))?;
-        Ok(DwarfSections {
-            info,
-            abbrev,
-            str: load(".debug_str")?.unwrap_or_default(),
-            addr: load(".debug_addr")?.unwrap_or_default(),
-            str_offsets: load(".debug_str_offsets")?.unwrap_or_default(),
-            line_str: load(".debug_line_str")?.unwrap_or_default(),
-        })
-    }
+/// The DWARF sections of the ELF file `data`. Fails with [`NO_DWARF`] when
+/// there are none.
+pub fn load_sections(data: &[u8]) -> Result<DwarfSections, String> {
+    let file = object::File::parse(data).map_err(|e| format!("cannot parse ELF: {e}"))?;
+    crate::binary::dwarf::DwarfSections::load(&file)?
+        .map(|s| s.into_owned())
+        .ok_or_else(|| NO_DWARF.to_string())
 }
 
 /// The DWARF of one Go binary, with lazily built indexes.
@@ -293,23 +262,10 @@ struct TypeIndex {
     by_name: HashMap<String, TypeRef>,
 }
 
-fn gerr(e: gimli::Error) -> String {
-    format!("malformed DWARF: {e}")
-}
-
 impl<'a> DwarfInfo<'a> {
     /// Indexes the units of `sections`.
     pub fn new(sections: &'a DwarfSections) -> Result<DwarfInfo<'a>, String> {
-        let r = |d: &'a Vec<u8>| EndianSlice::new(d, LittleEndian);
-        let dwarf = gimli::Dwarf {
-            debug_info: r(&sections.info).into(),
-            debug_abbrev: r(&sections.abbrev).into(),
-            debug_str: r(&sections.str).into(),
-            debug_addr: r(&sections.addr).into(),
-            debug_str_offsets: r(&sections.str_offsets).into(),
-            debug_line_str: r(&sections.line_str).into(),
-            ..Default::default()
-        };
+        let dwarf = sections.dwarf();
         let units = read_units(&dwarf)?;
         Ok(DwarfInfo {
             dwarf,

@@ -245,7 +245,7 @@ impl Session {
         let bias = process.load_bias(&exe)?;
         let (sections, addr_map, debug_image) = match debug_binary {
             None => {
-                let sections = DwarfSections::load(&exe.data).map_err(|reason| {
+                let sections = dwarf::load_sections(&exe.data).map_err(|reason| {
                     Error::Other(format!("{}: {reason}", process.exe_display()))
                 })?;
                 (sections, AddrMap::identity(), None)
@@ -265,7 +265,7 @@ impl Session {
                         go_version.raw
                     )));
                 }
-                let sections = DwarfSections::load(&image.data).map_err(|reason| {
+                let sections = dwarf::load_sections(&image.data).map_err(|reason| {
                     Error::Other(format!("--bin {}: {reason}", path.display()))
                 })?;
                 let map = AddrMap::between(&image, &exe)
