@@ -31,14 +31,17 @@ fn own_percents(text: &str, function: &str) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn plain_snapshots_when_stdout_is_not_a_terminal() {
+/// Two plain snapshots of `gospy top extra...`: the functions split 3:1 in
+/// each, the burning goroutine in the goroutine view, the target running.
+fn plain_snapshots(extra: &[&str]) {
     let _cpu = exclusive();
     let bin = build_fixture(FIXTURE, &newest_toolchain(), BuildMode::Default);
     let target = Target::start(&bin, &[]);
     let pid = target.pid().to_string();
     let started = Instant::now();
-    let out = run_gospy(&["top", "--pid", &pid, "--interval", "1", "-n", "2"]);
+    let mut args = vec!["top", "--pid", &pid, "--interval", "1", "-n", "2"];
+    args.extend_from_slice(extra);
+    let out = run_gospy(&args);
     let took = started.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
     let context = format!(
@@ -72,21 +75,42 @@ fn plain_snapshots_when_stdout_is_not_a_terminal() {
         "main.workA has {share:.1}% of A+B %own, expected about 75: {context}"
     );
 
-    // The goroutine view: the burning goroutine, running, in workA or workB.
+    // The goroutine view: the burning goroutine, running, in workA or workB
+    // (without a pause its stack is not read).
     assert!(
         text.contains("Goroutines by current function:"),
         "goroutine view: {context}"
     );
+    let nonblocking = extra.contains(&"--nonblocking");
     assert!(
         text.lines().any(|l| {
             let l = l.trim_start();
-            l.starts_with("1 ")
-                && (l.contains("main.workA") || l.contains("main.workB"))
-                && l.contains("1 running")
+            let place = if nonblocking {
+                l.contains("(running: stack not read)")
+            } else {
+                l.contains("main.workA") || l.contains("main.workB")
+            };
+            l.starts_with("1 ") && place && l.contains("1 running")
         }),
         "goroutine row: {context}"
     );
+    assert_eq!(
+        text.contains("target never paused (--nonblocking)"),
+        nonblocking,
+        "sampling line: {context}"
+    );
     assert!(target.is_running_not_stopped(), "target left stopped");
+}
+
+#[test]
+fn plain_snapshots_when_stdout_is_not_a_terminal() {
+    plain_snapshots(&[]);
+}
+
+/// The same with perf events and pause-free goroutine views.
+#[test]
+fn plain_snapshots_with_nonblocking() {
+    plain_snapshots(&["--nonblocking"]);
 }
 
 /// A screen fed with what gospy writes to the terminal: enough of a VT100

@@ -41,6 +41,11 @@ pub struct TopArgs {
     /// Rows per table when printing plain snapshots (stdout not a terminal).
     #[arg(long, default_value_t = 30)]
     rows: usize,
+    /// Never stop the target: sample running goroutines with Linux perf
+    /// events (as `record --nonblocking`) and read the goroutine view
+    /// without a pause.
+    #[arg(long)]
+    nonblocking: bool,
     #[command(flatten)]
     binary: super::BinaryArgs,
 }
@@ -70,6 +75,7 @@ pub fn run(args: TopArgs) -> Result<i32> {
         interactive: std::io::stdout().is_terminal(),
         grouping: Grouping::parse(&args.group).unwrap_or(Grouping::Current),
         max_rows: args.rows.max(1),
+        nonblocking: args.nonblocking,
     };
     match top::run(&target, &options, &super::interrupted)? {
         Ended::TargetExited => eprintln!("gospy: process {} exited", args.pid),

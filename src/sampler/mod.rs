@@ -639,27 +639,42 @@ impl<'t> Sampler<'t> {
     }
 }
 
-/// One on-CPU sample at a time, for a caller that runs its own schedule and
-/// reads the counts between samples (`gospy top`, which samples between
-/// redraws). Ptrace snapshots only; the counts in [`Profile::stacks`] keep
-/// growing and a stack keeps its index, so a caller diffs them to get the
-/// counts of an interval.
+/// On-CPU samples step by step, for a caller that runs its own schedule and
+/// reads the counts between steps (`gospy top`, which samples between
+/// redraws). The counts in [`Profile::stacks`] keep growing and a stack
+/// keeps its index, so a caller diffs them to get the counts of an
+/// interval.
 pub struct Stepper<'t> {
     sampler: Sampler<'t>,
+    /// With `nonblocking`: the perf events that sample on their own.
+    feed: Option<nonblocking::PerfFeed>,
 }
 
 impl<'t> Stepper<'t> {
-    /// A sampler of `target`; `options.rate`, `duration` and `nonblocking`
-    /// are the caller's business and ignored here.
-    pub fn new(target: &'t Target, options: SamplerOptions) -> Stepper<'t> {
+    /// A sampler of `target`; `options.duration` is the caller's business.
+    /// With `options.nonblocking`, perf events sample each thread every
+    /// `1/rate` s of its CPU time (this fails if they are not permitted);
+    /// otherwise each [`Stepper::sample`] is one ptrace snapshot.
+    pub fn new(target: &'t Target, options: SamplerOptions) -> Result<Stepper<'t>> {
         let mut sampler = Sampler::new(target, options);
         sampler.profile.started = Some(SystemTime::now());
-        Stepper { sampler }
+        let feed = if options.nonblocking {
+            Some(nonblocking::PerfFeed::open(target, options.rate)?)
+        } else {
+            None
+        };
+        Ok(Stepper { sampler, feed })
     }
 
-    /// Takes and counts one sample. A failed sample is counted in
-    /// [`Profile::errors`]; only the target's exit is returned, as `Err`.
+    /// Takes and counts one sample; with perf events, counts the samples
+    /// taken since the last call (at most as often as the rings are meant
+    /// to be read, so calling it often costs nothing). A failed sample is
+    /// counted in [`Profile::errors`]; only the target's exit is returned,
+    /// as `Err`.
     pub fn sample(&mut self) -> std::result::Result<(), StopReason> {
+        if let Some(feed) = &mut self.feed {
+            return feed.drain_if_due(&mut self.sampler);
+        }
         let s = &mut self.sampler;
         match s.sample_once() {
             Ok(()) => {}

@@ -25,6 +25,7 @@ use crate::process::memory::Memory;
 use crate::process::perf::{PerfSample, PerfSampler};
 use crate::runtime::{GStatus, Goroutine, Machine};
 use crate::snapshot::{self, SnapshotOptions};
+use crate::target::Target;
 use crate::unwind::{self, StackBounds, ThreadRegisters, ThreadView};
 
 /// Bytes of stack the kernel copies per sample: the innermost frames (a
@@ -65,6 +66,90 @@ impl Memory for SampleMemory<'_> {
     }
 }
 
+/// Perf-event samples of one target, counted into a [`Sampler`] batch by
+/// batch: the loop of `record --nonblocking`, and `top --nonblocking` one
+/// step at a time.
+pub(super) struct PerfFeed {
+    perf: PerfSampler,
+    /// The sampling period (of each thread's CPU time).
+    period: Duration,
+    /// The target's Ms by thread id, refreshed every [`REFRESH_EVERY`].
+    machines: HashMap<u64, Machine>,
+    next_refresh: Instant,
+    last_drain: Instant,
+    samples: Vec<PerfSample>,
+}
+
+impl PerfFeed {
+    /// Opens perf events on every thread of `target`, sampling each every
+    /// `1/rate` s of its CPU time.
+    pub(super) fn open(target: &Target, rate: f64) -> Result<PerfFeed> {
+        let period_ns = ((1e9 / rate.max(0.001)) as u64).max(1);
+        let now = Instant::now();
+        Ok(PerfFeed {
+            perf: PerfSampler::open(target.pid(), period_ns, STACK_COPY_BYTES)?,
+            period: Duration::from_nanos(period_ns),
+            machines: HashMap::new(),
+            next_refresh: now,
+            last_drain: now,
+            samples: Vec::new(),
+        })
+    }
+
+    /// Refreshes the thread and M lists when due, then counts the samples
+    /// waiting. `Err` when the target is gone.
+    pub(super) fn drain(
+        &mut self,
+        sampler: &mut Sampler<'_>,
+    ) -> std::result::Result<(), StopReason> {
+        let target = sampler.target;
+        if !target.process.is_alive() {
+            return Err(StopReason::TargetExited);
+        }
+        let now = Instant::now();
+        if now >= self.next_refresh {
+            self.next_refresh = now + REFRESH_EVERY;
+            sampler.labels.clear();
+            match self.perf.refresh_threads() {
+                Ok(()) => {}
+                Err(Error::NoSuchProcess(_) | Error::ProcessExited { .. }) => {
+                    return Err(StopReason::TargetExited)
+                }
+                Err(e) => sampler.note_error(e),
+            }
+            match snapshot::read_machines(target) {
+                Ok(ms) => self.machines = ms.into_iter().map(|m| (m.tid, m)).collect(),
+                Err(e) => sampler.note_error(e),
+            }
+        }
+        self.count_waiting(sampler);
+        Ok(())
+    }
+
+    /// Like [`PerfFeed::drain`], but only once the drain interval passed
+    /// since the last drain (a caller that steps faster than that).
+    pub(super) fn drain_if_due(
+        &mut self,
+        sampler: &mut Sampler<'_>,
+    ) -> std::result::Result<(), StopReason> {
+        if self.last_drain.elapsed() < self.perf.drain_interval() {
+            return Ok(());
+        }
+        self.drain(sampler)
+    }
+
+    /// Counts the samples waiting in the rings.
+    fn count_waiting(&mut self, sampler: &mut Sampler<'_>) {
+        self.last_drain = Instant::now();
+        self.samples.clear();
+        self.perf.read_samples(&mut self.samples);
+        for sample in &self.samples {
+            sampler.count_perf_sample(sample, &self.machines);
+        }
+        sampler.profile.lost = self.perf.lost();
+    }
+}
+
 impl Sampler<'_> {
     /// The recording loop of `--nonblocking`; see the module docs.
     pub(super) fn run_nonblocking(
@@ -73,14 +158,10 @@ impl Sampler<'_> {
         progress: &mut dyn FnMut(&super::Profile),
     ) -> Result<StopReason> {
         let target = self.target;
-        let period_ns = (1e9 / self.options.rate.max(0.001)) as u64;
-        let mut perf = PerfSampler::open(target.pid(), period_ns.max(1), STACK_COPY_BYTES)?;
+        let mut feed = PerfFeed::open(target, self.options.rate)?;
         let started = Instant::now();
-        let interval = Duration::from_nanos(period_ns);
+        let interval = feed.period;
         let mut next_tick = started;
-        let mut next_refresh = started;
-        let mut machines: HashMap<u64, Machine> = HashMap::new();
-        let mut samples: Vec<PerfSample> = Vec::new();
         loop {
             let ended = if stop() {
                 Some(StopReason::Interrupted)
@@ -95,42 +176,12 @@ impl Sampler<'_> {
             };
             if let Some(reason) = ended {
                 // The samples since the last drain belong to the recording.
-                samples.clear();
-                perf.read_samples(&mut samples);
-                for sample in &samples {
-                    self.count_perf_sample(sample, &machines);
-                }
-                self.profile.lost = perf.lost();
+                feed.count_waiting(self);
                 return Ok(reason);
             }
-            if !target.process.is_alive() {
-                return Ok(StopReason::TargetExited);
+            if let Err(reason) = feed.drain(self) {
+                return Ok(reason);
             }
-            let now = Instant::now();
-            if now >= next_refresh {
-                next_refresh = now + REFRESH_EVERY;
-                self.labels.clear();
-                match perf.refresh_threads() {
-                    Ok(()) => {}
-                    Err(Error::NoSuchProcess(_) | Error::ProcessExited { .. }) => {
-                        return Ok(StopReason::TargetExited)
-                    }
-                    Err(e) => self.note_error(e),
-                }
-                machines = match snapshot::read_machines(target) {
-                    Ok(ms) => ms.into_iter().map(|m| (m.tid, m)).collect(),
-                    Err(e) => {
-                        self.note_error(e);
-                        machines
-                    }
-                };
-            }
-            samples.clear();
-            perf.read_samples(&mut samples);
-            for sample in &samples {
-                self.count_perf_sample(sample, &machines);
-            }
-            self.profile.lost = perf.lost();
             if self.options.idle && Instant::now() >= next_tick {
                 next_tick = (next_tick + interval).max(Instant::now());
                 match self.take_idle_snapshot(SnapshotOptions {
@@ -146,7 +197,7 @@ impl Sampler<'_> {
             progress(&self.profile);
             // Waking less often costs the target less (see
             // PerfSampler::drain_interval); --idle ticks at its rate.
-            let drain = perf.drain_interval();
+            let drain = feed.perf.drain_interval();
             let mut wait = if self.options.idle {
                 next_tick.saturating_duration_since(Instant::now())
             } else {
@@ -155,7 +206,7 @@ impl Sampler<'_> {
             if let Some(d) = self.options.duration {
                 wait = wait.min(d.saturating_sub(started.elapsed()));
             }
-            perf.wait(wait.min(drain));
+            feed.perf.wait(wait.min(drain));
         }
     }
 

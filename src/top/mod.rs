@@ -265,7 +265,11 @@ fn group_key(g: &GoroutineReport, grouping: Grouping) -> String {
     let function = |f: Option<&crate::stack::Frame>| {
         f.or_else(|| g.frames.first())
             .map(|f| f.function.to_string())
-            .unwrap_or_else(|| "(no frames)".into())
+            .unwrap_or_else(|| match g.status {
+                // --nonblocking reads no running goroutine's stack.
+                GStatus::Running => "(running: stack not read)".into(),
+                _ => "(no frames)".into(),
+            })
     };
     match grouping {
         Grouping::Current => function(shown.next()),
@@ -412,6 +416,8 @@ pub struct TargetInfo {
     pub go_version: String,
     /// Requested samples per second.
     pub rate: f64,
+    /// The target is never stopped (`--nonblocking`).
+    pub nonblocking: bool,
 }
 
 /// What the user chose with the keys: view, sort order, filter, pause.
@@ -588,17 +594,21 @@ pub fn header_lines(info: &TargetInfo, refresh: &Refresh, state: &ViewState) -> 
             info.go_version,
             if state.paused { "  [PAUSED]" } else { "" }
         ),
-        format!(
-            "Goroutines: {} ({statuses}) + {system} runtime",
-            user.len()
-        ),
-        format!(
-            "Sampling: {:.0}/s of {} requested, target paused {:.2} ms per sample, {:.2} ms for the goroutine snapshot{errors}",
-            refresh.rate,
-            info.rate,
-            refresh.pause_per_sample.as_secs_f64() * 1e3,
-            refresh.snapshot_pause.as_secs_f64() * 1e3
-        ),
+        format!("Goroutines: {} ({statuses}) + {system} runtime", user.len()),
+        if info.nonblocking {
+            format!(
+                "Sampling: {:.0}/s of {} requested per busy thread, target never paused (--nonblocking){errors}",
+                refresh.rate, info.rate
+            )
+        } else {
+            format!(
+                "Sampling: {:.0}/s of {} requested, target paused {:.2} ms per sample, {:.2} ms for the goroutine snapshot{errors}",
+                refresh.rate,
+                info.rate,
+                refresh.pause_per_sample.as_secs_f64() * 1e3,
+                refresh.snapshot_pause.as_secs_f64() * 1e3
+            )
+        },
         gc,
     ]
 }
@@ -701,6 +711,9 @@ pub struct TopOptions {
     pub grouping: Grouping,
     /// Rows per table in plain mode.
     pub max_rows: usize,
+    /// Never stop the target: on-CPU samples from perf events, goroutine
+    /// views read without a pause.
+    pub nonblocking: bool,
 }
 
 /// What the loop should do after a key.
@@ -731,6 +744,7 @@ pub fn run(target: &Target, options: &TopOptions, interrupted: &dyn Fn() -> bool
         binary: target.process.exe_display(),
         go_version: target.binary.go_version.to_string(),
         rate: options.rate,
+        nonblocking: options.nonblocking,
     };
     let mut ui = if options.interactive {
         Some(tui::Tui::start().map_err(|e| Error::io("setting up the terminal", e))?)
@@ -765,10 +779,10 @@ fn drive(
             idle: false,
             threads: false,
             goroutines: false,
-            nonblocking: false,
+            nonblocking: options.nonblocking,
             native: false,
         },
-    );
+    )?;
     let mut counter = FunctionCounter::default();
     let tick = Duration::from_secs_f64(1.0 / options.rate);
     let started = Instant::now();
@@ -780,7 +794,7 @@ fn drive(
     let mut refresh = Refresh::default();
     // A first goroutine view at once, so the screen is not empty for a whole
     // interval.
-    match goroutine_snapshot(target) {
+    match goroutine_snapshot(target, options.nonblocking) {
         Ok(Some((reports, pause))) => {
             refresh.goroutines = reports;
             refresh.snapshot_pause = pause;
@@ -844,7 +858,7 @@ fn drive(
                 last_samples = profile.samples;
                 last_paused = profile.paused;
                 last_refresh = now;
-                match goroutine_snapshot(target) {
+                match goroutine_snapshot(target, options.nonblocking) {
                     Ok(Some((reports, pause))) => {
                         refresh.goroutines = reports;
                         refresh.snapshot_pause = pause;
@@ -924,8 +938,15 @@ fn drive(
 /// took; `None` if it failed, `Err` if the target has exited.
 fn goroutine_snapshot(
     target: &Target,
+    nonblocking: bool,
 ) -> std::result::Result<Option<(Vec<GoroutineReport>, Duration)>, Ended> {
-    match Snapshot::take(target, SnapshotOptions::default()) {
+    match Snapshot::take(
+        target,
+        SnapshotOptions {
+            nonblocking,
+            ..SnapshotOptions::default()
+        },
+    ) {
         Ok(snapshot) => {
             let reports = goroutines::reports(
                 target,
