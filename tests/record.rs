@@ -1094,3 +1094,43 @@ fn native_conflicts_with_nonblocking() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--nonblocking"), "{stderr}");
 }
+
+/// `--idle --native`: a goroutine parked inside C (the `cgodeep` fixture's,
+/// asleep in libc under c_outer -> c_middle -> c_inner) shows its C frames
+/// above its Go frames, under its state.
+#[test]
+fn idle_native_shows_the_c_frames_of_a_goroutine_parked_in_c() {
+    let tc = newest_toolchain();
+    let bin = build_fixture("cgodeep", &tc, BuildMode::Cgo);
+    let _cpu = start_exclusive_lock();
+    let target = Target::start(&bin, &[]);
+    let text = record(
+        target.pid(),
+        1,
+        "folded",
+        &["--idle", "--native", "-r", "20"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stacks = parse_folded(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let parked = stacks
+        .iter()
+        .find(|s| has_frame(s, "main.parkInC"))
+        .unwrap_or_else(|| panic!("no main.parkInC stack:\n{text}"));
+    let at = |name: &str| {
+        parked
+            .frames
+            .iter()
+            .position(|f| f == name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", parked.frames))
+    };
+    assert!(
+        at("main.parkInC") < at("runtime.cgocall")
+            && at("runtime.cgocall") < at("c_outer")
+            && at("c_outer") < at("c_middle")
+            && at("c_middle") < at("c_inner"),
+        "{:?}",
+        parked.frames
+    );
+    assert_eq!(parked.frames.last().map(String::as_str), Some("[syscall]"));
+    assert!(target.is_running_not_stopped(), "target left stopped");
+}
