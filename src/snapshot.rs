@@ -218,9 +218,7 @@ impl Snapshot {
                 let tid = i32::try_from(m.tid).ok().filter(|&t| t > 0)?;
                 let on_cpu = match g.status {
                     GStatus::Running => true,
-                    GStatus::Syscall => {
-                        crate::process::thread_state(target.pid(), tid) == Some('R')
-                    }
+                    GStatus::Syscall => target.thread_state(tid) == Some('R'),
                     _ => false,
                 };
                 on_cpu.then_some((m, g, tid))

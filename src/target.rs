@@ -7,7 +7,7 @@ use crate::binary::{Binary, LayoutSource, OpenOptions};
 use crate::error::{Error, Result};
 use crate::layout::LayoutMatch;
 use crate::process::memory::ProcessMemory;
-use crate::process::Process;
+use crate::process::{Process, ThreadStates};
 
 /// A live Go process gospy inspects.
 pub struct Target {
@@ -19,6 +19,7 @@ pub struct Target {
     /// For a target in another PID namespace (a container seen from the
     /// host): gospy's thread ids by the target's own; refreshed on a miss.
     namespace_tids: Option<Mutex<HashMap<u64, u64>>>,
+    thread_states: ThreadStates,
 }
 
 impl Target {
@@ -53,6 +54,7 @@ impl Target {
             bias,
             memory,
             namespace_tids,
+            thread_states: ThreadStates::new(pid),
         };
         if let LayoutSource::Table(LayoutMatch::Nearest { wanted, known }) =
             &target.binary.layout_source
@@ -72,6 +74,12 @@ impl Target {
     /// PID of the target.
     pub fn pid(&self) -> i32 {
         self.process.pid()
+    }
+
+    /// Scheduler state letter of thread `tid` (`R`: on a CPU or ready to
+    /// run), None if it is gone. Cheap to ask again for the same thread.
+    pub fn thread_state(&self, tid: i32) -> Option<char> {
+        self.thread_states.state(tid)
     }
 
     /// gospy's id of the thread the target's runtime knows as `tid`
