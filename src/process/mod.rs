@@ -405,7 +405,11 @@ mod tests {
         // SAFETY: gettid has no preconditions.
         let me = unsafe { libc::gettid() };
         assert_eq!(states.state(me), Some('R'));
-        assert_eq!(states.state(me), Some('R'), "read again through the kept file");
+        assert_eq!(
+            states.state(me),
+            Some('R'),
+            "read again through the kept file"
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let sleeper = std::thread::spawn(move || {
