@@ -16,6 +16,7 @@
 //! requested rate from snapshots read without a pause; those that move while
 //! being read are left out of that sample.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -44,14 +45,46 @@ pub const CGO_CALL_FRAME: &str = "[cgo call]";
 
 /// Stack memory of one sample: the kernel's copy from `sp` up, then the
 /// live process.
+///
+/// The live part is read up to a batch interval after the sample: if the
+/// goroutine has meanwhile returned from the frames the copy ends in, the
+/// frames beyond are no longer its callers. So before the first read
+/// beyond the copy, the last word the unwinder read from the copy (a
+/// return address slot) is read live too: if it changed, nothing beyond the
+/// copy is served and the stack ends there.
 struct SampleMemory<'a> {
     sp: u64,
     copy: &'a [u8],
     live: &'a dyn Memory,
+    /// Address of the last 8-byte read served from the copy.
+    last_copied: Cell<Option<u64>>,
+    /// Whether reads beyond the copy are served (decided on the first).
+    beyond_ok: Cell<Option<bool>>,
 }
 
-impl Memory for SampleMemory<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+impl<'a> SampleMemory<'a> {
+    fn new(sp: u64, copy: &'a [u8], live: &'a dyn Memory) -> SampleMemory<'a> {
+        SampleMemory {
+            sp,
+            copy,
+            live,
+            last_copied: Cell::new(None),
+            beyond_ok: Cell::new(None),
+        }
+    }
+
+    /// Whether the last word read from the copy still holds the same value
+    /// in the live stack (true if nothing was read from the copy).
+    fn copy_still_live(&self) -> bool {
+        let Some(addr) = self.last_copied.get() else {
+            return true;
+        };
+        let mut copied = [0u8; 8];
+        self.read_copy(addr, &mut copied)
+            && self.live.read_u64(addr) == Some(u64::from_le_bytes(copied))
+    }
+
+    fn read_copy(&self, addr: u64, buf: &mut [u8]) -> bool {
         let copied = addr
             .checked_sub(self.sp)
             .and_then(|off| usize::try_from(off).ok())
@@ -61,8 +94,35 @@ impl Memory for SampleMemory<'_> {
                 buf.copy_from_slice(bytes);
                 true
             }
-            None => self.live.read(addr, buf),
+            None => false,
         }
+    }
+}
+
+impl Memory for SampleMemory<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        if self.read_copy(addr, buf) {
+            if buf.len() == 8 {
+                self.last_copied.set(Some(addr));
+            }
+            return true;
+        }
+        let copy_end = self.sp.saturating_add(self.copy.len() as u64);
+        if addr >= copy_end {
+            let ok = match self.beyond_ok.get() {
+                Some(ok) => ok,
+                None => {
+                    let ok = self.copy_still_live();
+                    self.beyond_ok.set(Some(ok));
+                    ok
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        // Below `sp`: another stack (a switch from the system stack).
+        self.live.read(addr, buf)
     }
 }
 
@@ -322,11 +382,7 @@ impl Sampler<'_> {
         let Ok(start) = unwind::start_state(&g, Some(&view)) else {
             return;
         };
-        let memory = SampleMemory {
-            sp: sample.sp,
-            copy: &sample.stack,
-            live: &target.memory,
-        };
+        let memory = SampleMemory::new(sample.sp, &sample.stack, &target.memory);
         if let Some(stack) =
             self.stack_from(&g, &start, &memory, Some(machine.tid), true, Vec::new())
         {
@@ -338,5 +394,61 @@ impl Sampler<'_> {
     fn note_error(&mut self, e: Error) {
         self.profile.errors += 1;
         self.profile.last_error = Some(e.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Live memory: 8-byte words from `base`.
+    struct Live {
+        base: u64,
+        words: Vec<u64>,
+    }
+
+    impl Memory for Live {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+            let bytes: Vec<u8> = self.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let Some(off) = addr.checked_sub(self.base).map(|o| o as usize) else {
+                return false;
+            };
+            match bytes.get(off..off + buf.len()) {
+                Some(b) => {
+                    buf.copy_from_slice(b);
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    #[test]
+    fn frames_beyond_the_copy_only_while_its_last_slot_is_unchanged() {
+        let copy: Vec<u8> = [10u64, 11].iter().flat_map(|w| w.to_le_bytes()).collect();
+        // Unchanged: the slot at 0x1008 still holds 11, so 0x1018 is served.
+        let live = Live {
+            base: 0x1000,
+            words: vec![10, 11, 12, 13],
+        };
+        let mem = SampleMemory::new(0x1000, &copy, &live);
+        assert_eq!(mem.read_u64(0x1008), Some(11));
+        assert_eq!(mem.read_u64(0x1018), Some(13));
+        // The goroutine returned past that frame: nothing beyond the copy.
+        let moved = Live {
+            base: 0x1000,
+            words: vec![10, 99, 12, 13],
+        };
+        let mem = SampleMemory::new(0x1000, &copy, &moved);
+        assert_eq!(mem.read_u64(0x1008), Some(11), "the copy is the sample");
+        assert_eq!(mem.read_u64(0x1018), None);
+        assert_eq!(mem.read_u64(0x1010), None);
+        // Below sp (another stack) is always live.
+        let other = Live {
+            base: 0x800,
+            words: vec![7],
+        };
+        let mem = SampleMemory::new(0x1000, &copy, &other);
+        assert_eq!(mem.read_u64(0x800), Some(7));
     }
 }
