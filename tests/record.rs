@@ -1001,7 +1001,7 @@ fn cgo_split(target: &Target, native: bool) -> Result<(), String> {
 /// fixture's 3:1, with the Go frames up to the cgo call, and with
 /// `--native` the C frames on top, for every toolchain. `--nonblocking`
 /// cannot see the Go frames of a thread in C without stopping it: those
-/// samples are counted under a single `[cgo call]` frame.
+/// samples have a `[cgo call]` root, and with `--native` their C frames.
 #[test]
 fn cgo_cpu_split_with_and_without_native_frames() {
     let mut failures = Vec::new();
@@ -1013,29 +1013,8 @@ fn cgo_cpu_split_with_and_without_native_frames() {
                 failures.push(format!("=== Go {} (native: {native}): {e}", tc.version));
             }
         }
-        match record(
-            target.pid(),
-            2,
-            "folded",
-            &["--rate", "200", "--nonblocking"],
-        )
-        .and_then(|text| parse_folded(&text).map(|s| (text, s)))
-        {
-            Ok((text, stacks)) => {
-                let total: u64 = stacks.iter().map(|s| s.count).sum();
-                let in_c: u64 = stacks
-                    .iter()
-                    .filter(|s| s.frames == ["[cgo call]"])
-                    .map(|s| s.count)
-                    .sum();
-                if total < 100 || in_c < total * 9 / 10 {
-                    failures.push(format!(
-                        "=== Go {} --nonblocking: {in_c} of {total} samples under [cgo call]:\n{text}",
-                        tc.version
-                    ));
-                }
-            }
-            Err(e) => failures.push(format!("=== Go {} --nonblocking: {e}", tc.version)),
+        if let Err(e) = cgo_split_nonblocking(&target) {
+            failures.push(format!("=== Go {} --nonblocking --native: {e}", tc.version));
         }
         if !target.is_running_not_stopped() {
             failures.push(format!("=== Go {}: target left stopped", tc.version));
@@ -1086,13 +1065,48 @@ fn pprof_of_native_frames_opens_in_go_tool_pprof() {
     );
 }
 
-/// `--native` needs stopped threads, which `--nonblocking` never has.
-#[test]
-fn native_conflicts_with_nonblocking() {
-    let out = run_gospy(&["record", "--pid", "1", "--native", "--nonblocking"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--nonblocking"), "{stderr}");
+/// `cgosplit` with `--nonblocking --native`: (nearly) every sample is
+/// `[cgo call]` then the C frames (a prefix of the wrapper, c_work_x,
+/// c_spin), split 3:1 between c_work_a and c_work_b.
+fn cgo_split_nonblocking(target: &Target) -> Result<(), String> {
+    let args = ["--rate", "200", "--nonblocking", "--native"];
+    let text = record(target.pid(), 3, "folded", &args)?;
+    let stacks = parse_folded(&text)?;
+    let total: u64 = stacks.iter().map(|s| s.count).sum();
+    let (mut a, mut b) = (0, 0);
+    for s in stacks.iter().filter(|s| s.frames[0] == "[cgo call]") {
+        let c_frames = &s.frames[1..];
+        let x = match c_frames.get(1).map(String::as_str) {
+            Some("c_work_a") => "a",
+            Some("c_work_b") => "b",
+            _ => continue, // in the wrapper itself, or in libc/vDSO only
+        };
+        let wrapper_ok = c_frames[0].starts_with("_cgo_")
+            && c_frames[0].ends_with(&format!("_Cfunc_c_work_{x}"));
+        if !wrapper_ok || c_frames.get(2).is_some_and(|f| f != "c_spin") {
+            return Err(format!(
+                "C frames {c_frames:?} are not _cgo_*_Cfunc_c_work_{x}, c_work_{x}, c_spin:\n{text}"
+            ));
+        }
+        if x == "a" {
+            a += s.count;
+        } else {
+            b += s.count;
+        }
+    }
+    if total < 300 || a + b < total * 9 / 10 {
+        return Err(format!(
+            "only {} of {total} samples are [cgo call] with c_work_a/b frames:\n{text}",
+            a + b
+        ));
+    }
+    let share = 100.0 * a as f64 / (a + b) as f64;
+    if (share - 75.0).abs() > 3.0 {
+        return Err(format!(
+            "c_work_a has {share:.1}% of the samples (A {a}, B {b}), expected 75% +- 3:\n{text}"
+        ));
+    }
+    Ok(())
 }
 
 /// `--idle --native`: a goroutine parked inside C (the `cgodeep` fixture's,

@@ -81,8 +81,9 @@ pub struct RecordArgs {
     #[arg(long)]
     nonblocking: bool,
     /// Also show the C frames of goroutines inside cgo calls, above their
-    /// Go frames (unwound with the binary's and libraries' .eh_frame).
-    #[arg(long, conflicts_with = "nonblocking")]
+    /// Go frames (unwound with the binary's and libraries' .eh_frame); with
+    /// --nonblocking, above a `[cgo call]` frame instead.
+    #[arg(long)]
     native: bool,
     #[command(flatten)]
     binary: super::BinaryArgs,

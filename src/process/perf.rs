@@ -60,11 +60,16 @@ const ATTR_EXCLUDE_HV: u64 = 1 << 6;
 const ATTR_USE_CLOCKID: u64 = 1 << 25;
 
 // x86 `enum perf_event_x86_regs`. Sampled registers are written in
-// ascending order of these numbers: BP, SP, IP, R14.
+// ascending order of these numbers: BX, BP, SP, IP, R12, R13, R14, R15 (the
+// callee-saved registers, which unwinding C code with CFI may need).
+const PERF_REG_X86_BX: u32 = 1;
 const PERF_REG_X86_BP: u32 = 6;
 const PERF_REG_X86_SP: u32 = 7;
 const PERF_REG_X86_IP: u32 = 8;
+const PERF_REG_X86_R12: u32 = 20;
+const PERF_REG_X86_R13: u32 = 21;
 const PERF_REG_X86_R14: u32 = 22;
+const PERF_REG_X86_R15: u32 = 23;
 /// `abi` of a sample taken without user registers (e.g. in a kernel thread).
 const PERF_SAMPLE_REGS_ABI_NONE: u64 = 0;
 
@@ -138,8 +143,8 @@ const MIN_DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Size of a sample record without the stack copy: header, pid and tid,
-/// time, regs abi, four registers, stack size, dyn_size.
-const SAMPLE_FIXED_BYTES: usize = 8 + 8 + 8 + 8 + 4 * 8 + 8 + 8;
+/// time, regs abi, eight registers, stack size, dyn_size.
+const SAMPLE_FIXED_BYTES: usize = 8 + 8 + 8 + 8 + 8 * 8 + 8 + 8;
 
 /// One sample of one thread, taken while it ran user code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,9 +162,32 @@ pub struct PerfSample {
     /// r14, which holds the current `g` in Go code of Go 1.17+
     /// (ABIInternal): which goroutine ran, at the instant of the sample.
     pub r14: u64,
+    /// The other callee-saved registers: rbx, r12, r13, r15.
+    pub rbx: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r15: u64,
     /// Copy of the user stack from `sp` upwards. At most the requested
     /// size; shorter when the stack mapping ends sooner.
     pub stack: Vec<u8>,
+}
+
+impl PerfSample {
+    /// The sampled registers as a stopped thread's (those not sampled are
+    /// 0): what a native unwinder starts from.
+    pub fn registers(&self) -> super::ptrace::Registers {
+        super::ptrace::Registers {
+            rip: self.ip,
+            rsp: self.sp,
+            rbp: self.bp,
+            rbx: self.rbx,
+            r12: self.r12,
+            r13: self.r13,
+            r14: self.r14,
+            r15: self.r15,
+            ..Default::default()
+        }
+    }
 }
 
 /// Perf events sampling every thread of one process, each with its ring
@@ -385,10 +413,14 @@ fn sampling_attr(period_ns: u64, stack_bytes: u32, wakeup_bytes: usize) -> PerfE
             | ATTR_WATERMARK,
         // The kernel caps it at the ring's size (a smaller fallback ring).
         wakeup_events: u32::try_from(wakeup_bytes).unwrap_or(u32::MAX),
-        sample_regs_user: (1 << PERF_REG_X86_BP)
+        sample_regs_user: (1 << PERF_REG_X86_BX)
+            | (1 << PERF_REG_X86_BP)
             | (1 << PERF_REG_X86_SP)
             | (1 << PERF_REG_X86_IP)
-            | (1 << PERF_REG_X86_R14),
+            | (1 << PERF_REG_X86_R12)
+            | (1 << PERF_REG_X86_R13)
+            | (1 << PERF_REG_X86_R14)
+            | (1 << PERF_REG_X86_R15),
         sample_stack_user: stack_bytes,
         clockid: libc::CLOCK_MONOTONIC,
         ..PerfEventAttr::default()
@@ -692,7 +724,7 @@ fn drain(
 }
 
 /// A `PERF_RECORD_SAMPLE` for our sample_type: header; u32 pid, tid; u64
-/// time; u64 abi, then BP, SP, IP, R14 unless abi is NONE; u64 size, size bytes
+/// time; u64 abi, then BX, BP, SP, IP, R12, R13, R14, R15 unless abi is NONE; u64 size, size bytes
 /// of stack, then u64 dyn_size (bytes actually copied) unless size is 0.
 /// None for a malformed record or one without user registers.
 fn parse_sample(record: &[u8]) -> Option<PerfSample> {
@@ -703,10 +735,14 @@ fn parse_sample(record: &[u8]) -> Option<PerfSample> {
     if r.u64()? == PERF_SAMPLE_REGS_ABI_NONE {
         return None;
     }
+    let rbx = r.u64()?;
     let bp = r.u64()?;
     let sp = r.u64()?;
     let ip = r.u64()?;
+    let r12 = r.u64()?;
+    let r13 = r.u64()?;
     let r14 = r.u64()?;
+    let r15 = r.u64()?;
     let size = r.u64()?;
     let data = r.bytes(size)?;
     let copied = if size == 0 { 0 } else { r.u64()? };
@@ -718,6 +754,10 @@ fn parse_sample(record: &[u8]) -> Option<PerfSample> {
         sp,
         bp,
         r14,
+        rbx,
+        r12,
+        r13,
+        r15,
         stack,
     })
 }
@@ -759,10 +799,14 @@ mod tests {
         body.extend(tid.to_ne_bytes());
         body.extend(1000u64.to_ne_bytes()); // time
         body.extend(2u64.to_ne_bytes()); // abi 64
+        body.extend(0xb8u64.to_ne_bytes()); // bx
         body.extend(0xb0u64.to_ne_bytes()); // bp
         body.extend(0x5000u64.to_ne_bytes()); // sp
         body.extend(ip.to_ne_bytes());
+        body.extend(0x12u64.to_ne_bytes()); // r12
+        body.extend(0x13u64.to_ne_bytes()); // r13
         body.extend(0xc000u64.to_ne_bytes()); // r14
+        body.extend(0x15u64.to_ne_bytes()); // r15
         body.extend((stack.len() as u64).to_ne_bytes());
         body.extend(stack);
         if !stack.is_empty() {
@@ -824,6 +868,11 @@ mod tests {
             (out[0].ip, out[0].sp, out[0].bp, out[0].r14),
             (0x401000, 0x5000, 0xb0, 0xc000)
         );
+        let regs = out[0].registers();
+        assert_eq!(
+            (regs.rbx, regs.r12, regs.r13, regs.r14, regs.r15, regs.rip),
+            (0xb8, 0x12, 0x13, 0xc000, 0x15, 0x401000)
+        );
         assert_eq!(out[0].stack, &stack[..40]);
         assert_eq!(out[0].time_ns, 1000);
         assert_eq!(out[1].tid, 12);
@@ -835,7 +884,7 @@ mod tests {
         let good = sample_record(1, 1, &[9; 16], 16);
         // Record size larger than the data: skipped, nothing after it parsed.
         let mut too_big = good.clone();
-        too_big[6..8].copy_from_slice(&200u16.to_ne_bytes());
+        too_big[6..8].copy_from_slice(&400u16.to_ne_bytes());
         let (out, _) = run(512, 0, &[too_big, good.clone()]);
         assert!(out.is_empty());
         // Size below a header: would loop forever if accepted.
@@ -844,7 +893,7 @@ mod tests {
         assert!(run(512, 0, &[tiny]).0.is_empty());
         // A stack size field beyond the record, and a huge dyn_size.
         let mut bad_stack = good.clone();
-        let at = 8 + 8 + 8 + 8 + 32;
+        let at = 8 + 8 + 8 + 8 + 64;
         bad_stack[at..at + 8].copy_from_slice(&u64::MAX.to_ne_bytes());
         let mut big_dyn = good.clone();
         let end = big_dyn.len();
@@ -912,6 +961,6 @@ mod tests {
         assert_eq!(&a.sample_regs_user as *const u64 as usize - base, 80);
         assert_eq!(&a.sample_stack_user as *const u32 as usize - base, 88);
         assert_eq!(&a.clockid as *const i32 as usize - base, 92);
-        assert_eq!(a.sample_regs_user, 0x40_01c0);
+        assert_eq!(a.sample_regs_user, 0xf0_01c2);
     }
 }

@@ -41,7 +41,8 @@ pub struct SamplerOptions {
     /// [`nonblocking`]).
     pub nonblocking: bool,
     /// Add the C frames of goroutines in cgo calls (unwound with
-    /// `.eh_frame`) above their Go frames. Ptrace samples only.
+    /// `.eh_frame`) above their Go frames (with `nonblocking`: above a
+    /// `[cgo call]` root frame).
     pub native: bool,
 }
 
@@ -101,8 +102,6 @@ enum Leaf {
     OnCpu,
     /// The goroutine's state, e.g. `[chan receive]`.
     State,
-    /// A fixed name, e.g. `[cgo call]`.
-    Named(&'static str),
 }
 
 /// One frame of a stack as the text formats show it.
@@ -180,15 +179,8 @@ pub fn record(
     let started = Instant::now();
     let mut sampler = Sampler::new(target, options);
     if options.native {
-        if options.nonblocking {
-            return Err(Error::Other(
-                "--native needs the threads stopped to read their registers; \
-                 it cannot be combined with --nonblocking"
-                    .into(),
-            ));
-        }
         // Every module's CFI and symbols are read now, not while the
-        // target is stopped.
+        // target is stopped (or between perf samples).
         let unwinder = NativeUnwinder::new(target.pid())?;
         unwinder.preload();
         sampler.native = Some(unwinder);
@@ -550,7 +542,6 @@ impl<'t> Sampler<'t> {
         let state = match leaf {
             Leaf::OnCpu => None,
             Leaf::State => Some(format!("[{}]", wait_reason.unwrap_or(g.status.name())).into()),
-            Leaf::Named(name) => Some(name.into()),
         };
         Stack {
             roots,

@@ -38,9 +38,9 @@ const STACK_COPY_BYTES: u32 = 4096;
 /// How often the thread list (perf events) and the M list are refreshed.
 const REFRESH_EVERY: Duration = Duration::from_millis(250);
 
-/// The only frame of a sample taken in C code: its Go frames are not known
-/// without stopping the thread (`record --native` without `--nonblocking`
-/// shows them).
+/// The root frame of a sample taken in C code, in place of its Go frames,
+/// which are not known without stopping the thread (`record --native`
+/// without `--nonblocking` shows them); with `--native` the C frames follow.
 pub const CGO_CALL_FRAME: &str = "[cgo call]";
 
 /// Stack memory of one sample: the kernel's copy from `sp` up, then the
@@ -342,12 +342,12 @@ impl Sampler<'_> {
         // did not copy and which may have moved on to another call by now.
         // The sample is counted, but under a frame that says so.
         if g.status == GStatus::Syscall && !g.stack_contains(sample.sp) && !in_go(sample.ip) {
-            let stack = self.stack_with(
-                &g,
-                Some(machine.tid),
-                Vec::new(),
-                super::Leaf::Named(CGO_CALL_FRAME),
-            );
+            // The C frames are the sample's own: its registers and stack copy.
+            let mut locations = Vec::new();
+            let memory = SampleMemory::new(sample.sp, &sample.stack, &target.memory);
+            self.native_locations(&sample.registers(), &memory, &mut locations);
+            let mut stack = self.stack_with(&g, Some(machine.tid), locations, super::Leaf::OnCpu);
+            stack.roots.push(CGO_CALL_FRAME.into());
             self.count(stack);
             return;
         }
