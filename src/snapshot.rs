@@ -392,7 +392,6 @@ pub(crate) fn check_layout(target: &Target) -> std::result::Result<(), String> {
     // code, and its saved stack pointer on its stack. A few may be caught
     // changing (nothing is paused here), so most, not all, must agree.
     let pclntab = &target.binary.pclntab;
-    let in_go = |pc: u64| pclntab.find_func(pc.wrapping_sub(target.bias)).is_some();
     let checked: Vec<&Goroutine> = gs.iter().take(1000).collect();
     let consistent = checked
         .iter()
@@ -401,7 +400,7 @@ pub(crate) fn check_layout(target: &Target) -> std::result::Result<(), String> {
                 .find_func(g.start_pc.wrapping_sub(target.bias))
                 .is_some_and(|f| f.entry == g.start_pc.wrapping_sub(target.bias));
             let parked_in_go = !matches!(g.status, GStatus::Waiting | GStatus::Runnable)
-                || (g.stack_contains(g.sched_sp) && in_go(g.sched_pc));
+                || (g.stack_contains(g.sched_sp) && target.in_go_code(g.sched_pc));
             starts_in_go && parked_in_go
         })
         .count();
@@ -536,21 +535,17 @@ fn copy_native_stacks(
         .collect();
     for thread in pause.threads() {
         let Some(regs) = &thread.regs else { continue };
-        if !u64::try_from(thread.tid).is_ok_and(|tid| busy.contains(&tid)) {
+        let Some(tid) = u64::try_from(thread.tid).ok().filter(|t| busy.contains(t)) else {
             continue;
-        }
-        if let Some(map) = maps
+        };
+        let mapping = maps
             .iter()
             .find(|m| m.start <= regs.rsp && regs.rsp < m.end)
-        {
-            stacks.request(
-                regs.rsp,
-                (map.end - regs.rsp).min(NATIVE_STACK_COPY) as usize,
-            );
-        }
-        if let Ok(tid) = u64::try_from(thread.tid) {
-            state.native_registers.insert(tid, *regs);
-        }
+            .map(|m| StackBounds {
+                lo: m.start,
+                hi: m.end,
+            });
+        keep_native_stack(stacks, state, tid, regs, &[mapping]);
     }
 }
 

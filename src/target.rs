@@ -76,6 +76,15 @@ impl Target {
         self.process.pid()
     }
 
+    /// Whether `pc` (a runtime address) is in a Go function of the binary,
+    /// per its pclntab: where unwinding C frames stops.
+    pub fn in_go_code(&self, pc: u64) -> bool {
+        self.binary
+            .pclntab
+            .find_func(pc.wrapping_sub(self.bias))
+            .is_some()
+    }
+
     /// Scheduler state letter of thread `tid` (`R`: on a CPU or ready to
     /// run), None if it is gone. Cheap to ask again for the same thread.
     pub fn thread_state(&self, tid: i32) -> Option<char> {

@@ -123,9 +123,7 @@ fn add_native_frames(
     unwinder: &NativeUnwinder,
     reports: &mut [GoroutineReport],
 ) {
-    let pclntab = &target.binary.pclntab;
-    let go_text = pclntab.text_start() + target.bias..pclntab.text_end() + target.bias;
-    let is_go = |pc: u64| go_text.contains(&pc);
+    let is_go = |pc: u64| target.in_go_code(pc);
     for report in reports {
         let Some(regs) = report
             .thread_id

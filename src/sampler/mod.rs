@@ -453,13 +453,7 @@ impl<'t> Sampler<'t> {
             return;
         };
         let target = self.target;
-        let is_go = |pc: u64| {
-            target
-                .binary
-                .pclntab
-                .find_func(pc.wrapping_sub(target.bias))
-                .is_some()
-        };
+        let is_go = |pc: u64| target.in_go_code(pc);
         let (frames, _) = unwinder.unwind(regs, mem, &is_go, MAX_NATIVE_FRAMES);
         for (i, frame) in frames.iter().enumerate() {
             let key = (frame.pc, i == 0);

@@ -283,13 +283,6 @@ impl Sampler<'_> {
             // A thread the runtime did not create (cgo) or not yet listed.
             return;
         };
-        let in_go = |pc: u64| {
-            target
-                .binary
-                .pclntab
-                .find_func(pc.wrapping_sub(target.bias))
-                .is_some()
-        };
         let mut g_bytes = vec![0u8; layout.g_read_len() as usize];
         let mut read_g = |addr: u64| {
             target
@@ -304,7 +297,7 @@ impl Sampler<'_> {
         // read). Elsewhere (runtime assembly, system stack, C, older Go) r14
         // is anything: the M is read for its current goroutine.
         let in_register = (target.binary.go_version.at_least(1, 17)
-            && in_go(sample.ip)
+            && target.in_go_code(sample.ip)
             && ![0, m.g0, m.gsignal].contains(&sample.r14))
         .then(|| read_g(sample.r14))
         .flatten()
@@ -341,7 +334,10 @@ impl Sampler<'_> {
         // Go frames below it are on the goroutine's stack, which the sample
         // did not copy and which may have moved on to another call by now.
         // The sample is counted, but under a frame that says so.
-        if g.status == GStatus::Syscall && !g.stack_contains(sample.sp) && !in_go(sample.ip) {
+        if g.status == GStatus::Syscall
+            && !g.stack_contains(sample.sp)
+            && !target.in_go_code(sample.ip)
+        {
             // The C frames are the sample's own: its registers and stack copy.
             let mut locations = Vec::new();
             let memory = SampleMemory::new(sample.sp, &sample.stack, &target.memory);
