@@ -794,13 +794,8 @@ fn drive(
     let mut refresh = Refresh::default();
     // A first goroutine view at once, so the screen is not empty for a whole
     // interval.
-    match goroutine_snapshot(target, options.nonblocking) {
-        Ok(Some((reports, pause))) => {
-            refresh.goroutines = reports;
-            refresh.snapshot_pause = pause;
-        }
-        Ok(None) => {}
-        Err(ended) => return Ok(ended),
+    if let Err(ended) = refresh_goroutines(target, options.nonblocking, &mut refresh) {
+        return Ok(ended);
     }
     refresh.gc = read_gc(target);
     if let Some(ui) = ui.as_mut() {
@@ -858,13 +853,8 @@ fn drive(
                 last_samples = profile.samples;
                 last_paused = profile.paused;
                 last_refresh = now;
-                match goroutine_snapshot(target, options.nonblocking) {
-                    Ok(Some((reports, pause))) => {
-                        refresh.goroutines = reports;
-                        refresh.snapshot_pause = pause;
-                    }
-                    Ok(None) => {}
-                    Err(ended) => return Ok(ended),
+                if let Err(ended) = refresh_goroutines(target, options.nonblocking, &mut refresh) {
+                    return Ok(ended);
                 }
                 let gc = read_gc(target);
                 refresh.gc_cycles_delta = match (refresh.gc, gc) {
@@ -934,21 +924,21 @@ fn drive(
     }
 }
 
-/// One snapshot of every goroutine and their reports, and the pause it
-/// took; `None` if it failed, `Err` if the target has exited.
-fn goroutine_snapshot(
+/// Reads the goroutine view into `refresh` (with `nonblocking`, without a
+/// pause). A failed snapshot (e.g. the target was mid-change) keeps the last
+/// view; the next interval tries again. `Err` when the target exited.
+fn refresh_goroutines(
     target: &Target,
     nonblocking: bool,
-) -> std::result::Result<Option<(Vec<GoroutineReport>, Duration)>, Ended> {
-    match Snapshot::take(
-        target,
-        SnapshotOptions {
-            nonblocking,
-            ..SnapshotOptions::default()
-        },
-    ) {
+    refresh: &mut Refresh,
+) -> std::result::Result<(), Ended> {
+    let options = SnapshotOptions {
+        nonblocking,
+        ..SnapshotOptions::default()
+    };
+    match Snapshot::take(target, options) {
         Ok(snapshot) => {
-            let reports = goroutines::reports(
+            refresh.goroutines = goroutines::reports(
                 target,
                 &snapshot,
                 ReportOptions {
@@ -956,12 +946,11 @@ fn goroutine_snapshot(
                     ..ReportOptions::default()
                 },
             );
-            Ok(Some((reports, snapshot.pause.unwrap_or_default())))
+            refresh.snapshot_pause = snapshot.pause.unwrap_or_default();
+            Ok(())
         }
         Err(_) if !target.process.is_alive() => Err(Ended::TargetExited),
-        // A failed snapshot (e.g. the target was mid-change) keeps the last
-        // goroutine view; the next interval tries again.
-        Err(_) => Ok(None),
+        Err(_) => Ok(()),
     }
 }
 
