@@ -913,6 +913,19 @@ fn nonblocking_never_stops_or_traces_the_target() {
     assert!(stacks.iter().any(|s| has_frame(s, WORK_B)), "{text}");
 }
 
+/// Whether `c_frames` (outermost first) are the `cgosplit` C chain of
+/// chain `x` or its beginning (the thread may be in the wrapper or in
+/// c_work_x itself, before or after their calls): `_cgo_*_Cfunc_c_work_x`,
+/// `c_work_x`, `c_spin`, then anything (libc, the vDSO).
+fn is_c_chain(c_frames: &[String], x: &str) -> bool {
+    let wrapper_ok = c_frames
+        .first()
+        .is_some_and(|w| w.starts_with("_cgo_") && w.ends_with(&format!("_Cfunc_c_work_{x}")));
+    let calls = [format!("c_work_{x}"), "c_spin".to_string()];
+    let n = c_frames.len().saturating_sub(1).min(calls.len());
+    wrapper_ok && c_frames[1..1 + n] == calls[..n]
+}
+
 /// The cgo twin of [`cpu_split`], on the `cgosplit` fixture, whose one
 /// goroutine burns CPU in C, 3/4 under `main.chainA -> c_work_a` and 1/4
 /// under `main.chainB -> c_work_b`. Time in C is on-CPU time: every sample
@@ -956,14 +969,7 @@ fn cgo_split(target: &Target, native: bool) -> Result<(), String> {
         // The thread may be between runtime.cgocall and C (asmcgocall, the
         // cgo wrapper's prologue): then there is no C frame yet.
         if native && !c_frames.is_empty() && !runtime_work {
-            // The thread may also be in the wrapper or in c_work_x itself,
-            // before or after their calls.
-            let wrapper_ok = c_frames[0].starts_with("_cgo_")
-                && c_frames[0].ends_with(&format!("_Cfunc_c_work_{x}"));
-            let calls = [format!("c_work_{x}"), "c_spin".to_string()];
-            let n = (c_frames.len() - 1).min(calls.len());
-            let calls_ok = c_frames[1..1 + n] == calls[..n];
-            if !wrapper_ok || !calls_ok {
+            if !is_c_chain(c_frames, x) {
                 return Err(format!(
                     "C frames {c_frames:?} are not _cgo_*_Cfunc_c_work_{x}, c_work_{x}, c_spin"
                 ));
@@ -1081,9 +1087,7 @@ fn cgo_split_nonblocking(target: &Target) -> Result<(), String> {
             Some("c_work_b") => "b",
             _ => continue, // in the wrapper itself, or in libc/vDSO only
         };
-        let wrapper_ok = c_frames[0].starts_with("_cgo_")
-            && c_frames[0].ends_with(&format!("_Cfunc_c_work_{x}"));
-        if !wrapper_ok || c_frames.get(2).is_some_and(|f| f != "c_spin") {
+        if !is_c_chain(c_frames, x) {
             return Err(format!(
                 "C frames {c_frames:?} are not _cgo_*_Cfunc_c_work_{x}, c_work_{x}, c_spin:\n{text}"
             ));
