@@ -154,6 +154,15 @@ impl Goroutine {
     pub fn stack_contains(&self, addr: u64) -> bool {
         self.stack_lo <= addr && addr < self.stack_hi
     }
+
+    /// Its stack, if the bounds are sane (for the system stacks of an M:
+    /// `g0`, `gsignal`).
+    pub fn stack_bounds(&self) -> Option<crate::unwind::StackBounds> {
+        (self.stack_lo < self.stack_hi).then_some(crate::unwind::StackBounds {
+            lo: self.stack_lo,
+            hi: self.stack_hi,
+        })
+    }
 }
 
 /// One M (an OS thread the runtime created or adopted), from its `runtime.m`.

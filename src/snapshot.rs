@@ -203,14 +203,7 @@ impl Snapshot {
                 .get(addr, g_len)
                 .and_then(|b| Goroutine::decode(addr, b, layout))
         };
-        let bounds = |addr: u64| {
-            decode(addr)
-                .filter(|g| g.stack_lo < g.stack_hi)
-                .map(|g| StackBounds {
-                    lo: g.stack_lo,
-                    hi: g.stack_hi,
-                })
-        };
+        let bounds = |addr: u64| decode(addr)?.stack_bounds();
         let running: Vec<(&Machine, Goroutine, i32)> = machines
             .iter()
             .filter_map(|m| {
@@ -660,13 +653,8 @@ fn thread_contexts(
         }
     }
     system_g.fetch(&target.memory)?;
-    let bounds_of = |addr: u64| {
-        let g = Goroutine::decode(addr, system_g.get(addr, g_len)?, layout)?;
-        (g.stack_lo < g.stack_hi).then_some(StackBounds {
-            lo: g.stack_lo,
-            hi: g.stack_hi,
-        })
-    };
+    let bounds_of =
+        |addr: u64| Goroutine::decode(addr, system_g.get(addr, g_len)?, layout)?.stack_bounds();
     Ok(running
         .into_iter()
         .filter_map(|(g, m)| {

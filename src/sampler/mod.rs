@@ -95,15 +95,6 @@ pub struct Stack {
     pub labels: Labels,
 }
 
-/// The pseudo-frame at the leaf of a stack.
-#[derive(Debug, Clone, Copy)]
-enum Leaf {
-    /// None: the goroutine was on a CPU and its frames say where.
-    OnCpu,
-    /// The goroutine's state, e.g. `[chan receive]`.
-    State,
-}
-
 /// One frame of a stack as the text formats show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameRef<'a> {
@@ -400,7 +391,7 @@ impl<'t> Sampler<'t> {
                     continue;
                 }
             }
-            let Some(stack) = self.stack_of(g, snapshot) else {
+            let Some(stack) = self.stack_of(g, snapshot, is_running) else {
                 continue;
             };
             let stack_id = self.count(stack);
@@ -431,14 +422,14 @@ impl<'t> Sampler<'t> {
         id
     }
 
-    /// Unwinds and symbolizes `g`; `None` if nothing could be unwound.
-    fn stack_of(&mut self, g: &Goroutine, snapshot: &Snapshot) -> Option<Stack> {
+    /// Unwinds and symbolizes `g` (`on_cpu`: it was running Go or C code);
+    /// `None` if nothing could be unwound.
+    fn stack_of(&mut self, g: &Goroutine, snapshot: &Snapshot, on_cpu: bool) -> Option<Stack> {
         let start = unwind::start_state(g, snapshot.thread_view(g).as_ref()).ok()?;
         let thread = matches!(g.status, GStatus::Running | GStatus::Syscall)
             .then(|| snapshot.machines.iter().find(|m| m.addr == g.m))
             .flatten()
             .map(|m| m.tid);
-        let on_cpu = g.status == GStatus::Running || snapshot.on_cpu.contains(&g.addr);
         let mut locations = Vec::new();
         if let Some(regs) = thread.and_then(|tid| snapshot.native_registers.get(&tid)) {
             self.native_locations(regs, &snapshot.stacks, &mut locations);
@@ -507,18 +498,18 @@ impl<'t> Sampler<'t> {
             return None;
         }
 
-        let leaf = if on_cpu { Leaf::OnCpu } else { Leaf::State };
-        Some(self.stack_with(g, thread, locations, leaf))
+        Some(self.stack_with(g, thread, locations, on_cpu))
     }
 
     /// `g`'s [`Stack`] with `locations`: root frames as the options ask,
-    /// labels, and the leaf pseudo-frame `leaf` says.
+    /// labels, and unless it was `on_cpu` a leaf pseudo-frame naming its
+    /// state, e.g. `[chan receive]`.
     fn stack_with(
         &mut self,
         g: &Goroutine,
         thread: Option<u64>,
         locations: Vec<u32>,
-        leaf: Leaf,
+        on_cpu: bool,
     ) -> Stack {
         let mut roots = Vec::new();
         if self.options.threads {
@@ -533,10 +524,8 @@ impl<'t> Sampler<'t> {
         let wait_reason = matches!(g.status, GStatus::Waiting | GStatus::Leaked)
             .then(|| runtime::wait_reason_name(&self.target.binary.go_version, g.wait_reason))
             .flatten();
-        let state = match leaf {
-            Leaf::OnCpu => None,
-            Leaf::State => Some(format!("[{}]", wait_reason.unwrap_or(g.status.name())).into()),
-        };
+        let state =
+            (!on_cpu).then(|| format!("[{}]", wait_reason.unwrap_or(g.status.name())).into());
         Stack {
             roots,
             locations,

@@ -27,7 +27,7 @@ use crate::process::perf::{PerfSample, PerfSampler};
 use crate::runtime::{GStatus, Goroutine, Machine};
 use crate::snapshot::{self, SnapshotOptions};
 use crate::target::Target;
-use crate::unwind::{self, StackBounds, ThreadRegisters, ThreadView};
+use crate::unwind::{self, ThreadRegisters, ThreadView};
 
 /// Bytes of stack the kernel copies per sample: the innermost frames (a
 /// few dozen in typical Go code), at the cost of a copy in the target's
@@ -321,15 +321,7 @@ impl Sampler<'_> {
                 (g, machine)
             }
         };
-        let bounds = |addr: u64| -> Option<StackBounds> {
-            let mut bytes = vec![0u8; layout.g_read_len() as usize];
-            target.memory.read(addr, &mut bytes).ok()?;
-            let g = Goroutine::decode(addr, &bytes, layout)?;
-            (g.stack_lo < g.stack_hi).then_some(StackBounds {
-                lo: g.stack_lo,
-                hi: g.stack_hi,
-            })
-        };
+        let mut bounds = |addr: u64| read_g(addr)?.stack_bounds();
         // In C code (a cgo call, status syscall, on the system stack): the
         // Go frames below it are on the goroutine's stack, which the sample
         // did not copy and which may have moved on to another call by now.
@@ -342,7 +334,7 @@ impl Sampler<'_> {
             let mut locations = Vec::new();
             let memory = SampleMemory::new(sample.sp, &sample.stack, &target.memory);
             self.native_locations(&sample.registers(), &memory, &mut locations);
-            let mut stack = self.stack_with(&g, Some(machine.tid), locations, super::Leaf::OnCpu);
+            let mut stack = self.stack_with(&g, Some(machine.tid), locations, true);
             stack.roots.push(CGO_CALL_FRAME.into());
             self.count(stack);
             return;
