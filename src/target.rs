@@ -56,8 +56,10 @@ impl Target {
             namespace_tids,
             thread_states: ThreadStates::new(pid),
         };
-        if let LayoutSource::Table(LayoutMatch::Nearest { wanted, known }) =
-            &target.binary.layout_source
+        if let LayoutSource::Table {
+            matched: LayoutMatch::Nearest { wanted, known },
+            ..
+        } = &target.binary.layout_source
         {
             crate::snapshot::check_layout(&target).map_err(|why| Error::Unsupported {
                 path: target.binary.path.clone(),

@@ -1,7 +1,8 @@
 //! `binary::dwarf` against every installed Go toolchain: builds a tiny
 //! program (default and PIE), reads its layout from DWARF and compares it with
-//! the reference dumps in `shared/docs/go-runtime/layouts/go1.NN.txt` and with
-//! `go tool nm`.
+//! the reference dumps in `testdata/go-runtime/layouts/go1.NN.txt` (made by
+//! scripts/dump-go-reference with readelf, sharing no code with gospy) and
+//! with `go tool nm`.
 mod common;
 
 use std::collections::HashMap;
@@ -31,10 +32,10 @@ fn manifest_dir() -> PathBuf {
 }
 
 fn layouts_dir() -> PathBuf {
-    let dir = manifest_dir().join("../shared/docs/go-runtime/layouts");
+    let dir = manifest_dir().join("testdata/go-runtime/layouts");
     assert!(
         dir.is_dir(),
-        "reference layouts not found at {} (the shared/ docs folder must sit beside the checkout)",
+        "reference layouts not found at {}",
         dir.display()
     );
     dir
@@ -156,7 +157,8 @@ fn load_reference(version: &str) -> Result<Reference, String> {
     let path = layouts_dir().join(format!("go{version}.txt"));
     let text = fs::read_to_string(&path).map_err(|e| {
         format!(
-            "no reference layout for go{version} at {}: {e}",
+            "no reference layout for go{version} at {}: {e} \
+             (run scripts/dump-go-reference {version})",
             path.display()
         )
     })?;
@@ -326,7 +328,7 @@ fn check_binary(version: &str, go: &Path, bin: &Path, r: &Reference) -> Result<(
     expected.globals.gc_controller = optional("runtime.gcController");
     expected.globals.work = optional("runtime.work");
     // The structs read for `gospy summary` are compared with DWARF and with
-    // shared/docs/go-runtime/offset-tables.md by tests/layout_tables.rs.
+    // testdata/go-runtime/offset-tables.md by tests/layout_tables.rs.
     copy_summary_structs(&mut expected, &layout);
     if layout != expected {
         return Err(format!(

@@ -151,9 +151,9 @@ fn found(g: &RuntimeGlobals) -> BTreeMap<&'static str, u64> {
 }
 
 /// Fields that may legitimately be missing for a version: `gofunc` where
-/// moduledata's layout was never dumped (1.18, 1.20, 1.25; not tested).
+/// moduledata's layout was never dumped (1.18, 1.20; not tested).
 fn optional_for(field: &str, version: &GoVersion) -> bool {
-    field == "gofunc" && !matches!(version.minor, 19 | 21..=24 | 26 | 27)
+    field == "gofunc" && !matches!(version.minor, 19 | 21..=27)
 }
 
 /// Compares found against true addresses; returns the differences.

@@ -512,8 +512,7 @@ pub struct Moduledata {
 
 /// Offsets of `text` and `gofunc` in `runtime.moduledata` (runtime/symtab.go;
 /// shared/docs/go-runtime/README.md §1.12, from the DWARF of each toolchain):
-/// from the layout tables, else (a version they refuse, e.g. 1.25) these
-/// known values. `gofunc` is `None` before 1.18.
+/// from the layout tables, else (a version they refuse) these known values. `gofunc` is `None` before 1.18.
 fn moduledata_offsets(v: &GoVersion) -> (u64, Option<u64>) {
     // The built-in layout tables know both offsets, also for versions
     // between and after the known ones (nearest known layout).
@@ -527,7 +526,7 @@ fn moduledata_offsets(v: &GoVersion) -> (u64, Option<u64>) {
     }
     let gofunc = match (v.major, v.minor) {
         (1, 19) => Some(304),
-        (1, 21..=24) | (1, 26) => Some(320),
+        (1, 21..=26) => Some(320),
         (1, 27) => Some(344),
         _ => None,
     };

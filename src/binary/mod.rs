@@ -40,8 +40,12 @@ pub enum LayoutSource {
     /// A debug build of the same program (`--bin`).
     DebugBinary(PathBuf),
     /// gospy's built-in table for the Go version, with globals found by
-    /// decoding runtime code: a stripped binary.
-    Table(LayoutMatch),
+    /// decoding runtime code: a stripped binary, or one whose DWARF could
+    /// not be read (`dwarf_error` says why).
+    Table {
+        matched: LayoutMatch,
+        dwarf_error: Option<String>,
+    },
 }
 
 impl std::fmt::Display for LayoutSource {
@@ -49,14 +53,22 @@ impl std::fmt::Display for LayoutSource {
         match self {
             LayoutSource::Dwarf => write!(f, "DWARF"),
             LayoutSource::DebugBinary(p) => write!(f, "DWARF of {}", p.display()),
-            LayoutSource::Table(LayoutMatch::Exact { minor }) => {
-                write!(f, "built-in table for Go 1.{minor}, no symbols")
+            LayoutSource::Table {
+                matched,
+                dwarf_error,
+            } => {
+                match matched {
+                    LayoutMatch::Exact { minor } => write!(f, "built-in table for Go 1.{minor}")?,
+                    LayoutMatch::Nearest { wanted, known } => {
+                        write!(f, "built-in table for Go 1.{known} (nearest to 1.{wanted})")?
+                    }
+                    LayoutMatch::None { reason } => return write!(f, "{reason}"),
+                }
+                match dwarf_error {
+                    None => write!(f, ", no symbols"),
+                    Some(e) => write!(f, ", the binary's DWARF is unreadable ({e})"),
+                }
             }
-            LayoutSource::Table(LayoutMatch::Nearest { wanted, known }) => write!(
-                f,
-                "built-in table for Go 1.{known} (nearest to 1.{wanted}), no symbols"
-            ),
-            LayoutSource::Table(LayoutMatch::None { reason }) => write!(f, "{reason}"),
         }
     }
 }
@@ -116,26 +128,39 @@ impl Binary {
                 .map_err(|e| unsupported(format!("--bin {}: {e}", debug.display())))?;
             let pclntab = Pclntab::load(Arc::clone(&image), &go_version, &layout).map_err(bad)?;
             (layout, LayoutSource::DebugBinary(debug.clone()), pclntab)
-        } else if dwarf::has_dwarf(&image) {
-            let layout = dwarf::read_layout(&image).map_err(unsupported)?;
-            let pclntab = Pclntab::load(Arc::clone(&image), &go_version, &layout).map_err(bad)?;
-            (layout, LayoutSource::Dwarf, pclntab)
         } else {
-            let (mut layout, matched) = Layout::for_version(&go_version).map_err(|e| {
-                unsupported(format!(
-                    "{e}; the binary has no DWARF: a debug build of it can be given with --bin PATH"
-                ))
-            })?;
-            let (_, pclntab) =
-                globals::load_pclntab(Arc::clone(&image), &go_version).map_err(bad)?;
-            let found = globals::find_globals(&image, &pclntab, &go_version).map_err(|e| {
-                unsupported(format!(
-                    "no symbols or DWARF, and the runtime's globals could not be found in its \
-                     code ({e}); give a debug build of it with --bin PATH"
-                ))
-            })?;
-            layout.globals = found.to_layout_globals();
-            (layout, LayoutSource::Table(matched), pclntab)
+            // A binary whose DWARF is corrupt is treated like a stripped
+            // one: the runtime it runs is still a Go version gospy knows.
+            let from_dwarf = dwarf::has_dwarf(&image).then(|| dwarf::read_layout(&image));
+            match from_dwarf {
+                Some(Ok(layout)) => {
+                    let pclntab =
+                        Pclntab::load(Arc::clone(&image), &go_version, &layout).map_err(bad)?;
+                    (layout, LayoutSource::Dwarf, pclntab)
+                }
+                Some(Err(dwarf_error)) => {
+                    let (layout, matched, pclntab) =
+                        table_layout(&image, &go_version).map_err(|e| match e {
+                            Error::Unsupported { reason, .. } => unsupported(format!(
+                                "its DWARF is unreadable ({dwarf_error}) and {reason}"
+                            )),
+                            other => other,
+                        })?;
+                    let source = LayoutSource::Table {
+                        matched,
+                        dwarf_error: Some(dwarf_error),
+                    };
+                    (layout, source, pclntab)
+                }
+                None => {
+                    let (layout, matched, pclntab) = table_layout(&image, &go_version)?;
+                    let source = LayoutSource::Table {
+                        matched,
+                        dwarf_error: None,
+                    };
+                    (layout, source, pclntab)
+                }
+            }
         };
         Ok(Binary {
             path: path.to_path_buf(),
@@ -146,6 +171,36 @@ impl Binary {
             pclntab,
         })
     }
+}
+
+/// The layout of a binary without (usable) DWARF: gospy's built-in table
+/// for `version`, with the runtime's globals found in its code.
+fn table_layout(
+    image: &Arc<ElfImage>,
+    version: &GoVersion,
+) -> Result<(Layout, LayoutMatch, Pclntab)> {
+    let path = || image.path.clone();
+    let (mut layout, matched) = Layout::for_version(version).map_err(|e| Error::Unsupported {
+        path: path(),
+        reason: format!(
+            "{e}; the binary has no DWARF: a debug build of it can be given with --bin PATH"
+        ),
+    })?;
+    let (_, pclntab) =
+        globals::load_pclntab(Arc::clone(image), version).map_err(|reason| Error::BadBinary {
+            path: path(),
+            reason,
+        })?;
+    let found =
+        globals::find_globals(image, &pclntab, version).map_err(|e| Error::Unsupported {
+            path: path(),
+            reason: format!(
+                "no symbols or DWARF, and the runtime's globals could not be found in its code \
+             ({e}); give a debug build of it with --bin PATH"
+            ),
+        })?;
+    layout.globals = found.to_layout_globals();
+    Ok((layout, matched, pclntab))
 }
 
 /// Whether `debug` is a build of the same program as `running`: the same Go

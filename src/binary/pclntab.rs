@@ -305,10 +305,9 @@ fn cstr_at(b: &[u8], off: usize) -> Option<&str> {
 /// funcID of `Wrapper` per version, where `runtime.deferreturn` (always
 /// marked Wrapper, cmd/internal/objabi/funcid.go) is not found.
 /// 1.15: runtime/symtab.go (22). 1.19, 1.21: 21. 1.22–1.24:
-/// internal/abi/symtab.go (22, `corostart` added). 1.26/1.27: 23
+/// internal/abi/symtab.go (22, `corostart` added). 1.25-1.27: 23
 /// (`runFinalizers`, `runCleanups`). 1.16/1.17 (22: no `abort` in 1.16,
-/// `abort` but still `jmpdefer` in 1.17), 1.18/1.20 (21) and 1.25 (23)
-/// are inferred.
+/// `abort` but still `jmpdefer` in 1.17) and 1.18/1.20 (21) are inferred.
 fn wrapper_id_for(version: &GoVersion) -> u8 {
     if !version.at_least(1, 18) {
         22

@@ -1241,27 +1241,9 @@ pub enum LayoutMatch {
 }
 
 /// Versions without a table whose nearest lower table is the wrong choice,
-/// from what is known of Go's sources (see [`LayoutMatch::choose`]).
-enum Exception {
-    /// Use this minor's table instead.
-    Use(u32),
-    /// No table fits; the reason.
-    NoFit(&'static str),
-}
-
-const EXCEPTIONS: &[(u32, Exception)] = &[
-    (17, Exception::Use(19)),
-    (18, Exception::Use(19)),
-    (
-        25,
-        Exception::NoFit(
-            "Go 1.25 removed gobuf.ret (so g fields after g.sched, and m fields after \
-             m.morebuf, moved 8 bytes down from 1.24) and Go 1.26 added fields to g and m: \
-             neither the 1.24 nor the 1.26 layout fits; use a binary with DWARF or pass \
-             --go-version to force one",
-        ),
-    ),
-];
+/// and the table to use instead, from what is known of Go's sources (see
+/// [`LayoutMatch::choose`]).
+const EXCEPTIONS: &[(u32, u32)] = &[(17, 19), (18, 19)];
 
 impl LayoutMatch {
     /// Chooses the table for a target of Go `version` among the built-in
@@ -1283,10 +1265,10 @@ impl LayoutMatch {
     ///     where 1.19 has them (eBPF profilers' label offsets agree: 344
     ///     up to 1.16, 360 for 1.17-1.20); `m` and `gobuf` are the same in
     ///     1.15 and 1.19, and 1.18's `moduledata` gained `gofunc` like 1.19.
-    ///   * 1.25: none. It removed `gobuf.ret`, so `g.syscallsp`, `goid`,
-    ///     `atomicstatus`... sit 8 bytes lower than in 1.24, while 1.26
-    ///     then added fields to `g` (`labels` is at 344 in 1.25, 352 in
-    ///     1.24 and 1.26) and `m`: no table is even mostly right.
+    ///
+    ///   Go 1.25 has its own table (from a toolchain installed from PyPI):
+    ///   it removed `gobuf.ret` and 1.26 then added fields to `g` and `m`,
+    ///   so neither neighbour fits it.
     pub fn choose(version: &GoVersion) -> LayoutMatch {
         let known: Vec<u32> = tables::TABLES.iter().map(|t| t.minor).collect();
         choose_among(version.major, version.minor, &known)
@@ -1313,19 +1295,14 @@ fn choose_among(major: u32, minor: u32, known: &[u32]) -> LayoutMatch {
             reason: format!("gospy supports Go 1.{oldest} and later"),
         };
     }
-    match EXCEPTIONS.iter().find(|(m, _)| *m == minor).map(|(_, e)| e) {
-        Some(Exception::Use(other)) if known.contains(other) => {
-            return LayoutMatch::Nearest {
-                wanted: minor,
-                known: *other,
-            }
-        }
-        Some(Exception::NoFit(reason)) => {
-            return LayoutMatch::None {
-                reason: (*reason).to_string(),
-            }
-        }
-        _ => {}
+    if let Some(&(_, other)) = EXCEPTIONS
+        .iter()
+        .find(|&&(m, other)| m == minor && known.contains(&other))
+    {
+        return LayoutMatch::Nearest {
+            wanted: minor,
+            known: other,
+        };
     }
     match known.iter().copied().filter(|&k| k < minor).max() {
         Some(k) => LayoutMatch::Nearest {
@@ -1363,8 +1340,9 @@ mod tests {
 
     #[test]
     fn nearest_version_choice() {
-        let known = [15, 19, 21, 22, 23, 24, 26, 27];
+        let known = [15, 19, 21, 22, 23, 24, 25, 26, 27];
         let c = |minor| choose_among(1, minor, &known);
+        assert_eq!(c(25), LayoutMatch::Exact { minor: 25 });
         assert_eq!(c(24), LayoutMatch::Exact { minor: 24 });
         assert_eq!(c(15), LayoutMatch::Exact { minor: 15 });
         assert_eq!(c(16), nearest(16, 15));
@@ -1373,7 +1351,6 @@ mod tests {
         assert_eq!(c(20), nearest(20, 19));
         assert_eq!(c(28), nearest(28, 27));
         assert_eq!(c(99), nearest(99, 27));
-        assert!(matches!(c(25), LayoutMatch::None { reason } if reason.contains("gobuf.ret")));
         assert!(matches!(c(14), LayoutMatch::None { reason } if reason.contains("1.15")));
         assert!(matches!(c(0), LayoutMatch::None { .. }));
         assert!(matches!(
@@ -1384,10 +1361,7 @@ mod tests {
         // An exception pointing at a table that does not exist falls back
         // to the rule; a table for a once-missing version wins.
         assert_eq!(choose_among(1, 17, &[15, 21]), nearest(17, 15));
-        assert_eq!(
-            choose_among(1, 25, &[24, 25, 26]),
-            LayoutMatch::Exact { minor: 25 }
-        );
+        assert_eq!(choose_among(1, 25, &[24, 26]), nearest(25, 24));
     }
 
     #[test]
@@ -1405,8 +1379,7 @@ mod tests {
         let (layout, m) = Layout::for_version(&future).unwrap();
         assert_eq!(m, nearest(newest + 5, newest));
         assert_eq!(layout.globals, Globals::default());
-        let e = Layout::for_version(&v("go1.25.0")).unwrap_err();
-        assert!(e.contains("go1.25.0") && e.contains("DWARF"), "{e}");
+        assert!(Layout::for_version(&v("go1.25.0")).is_ok());
         assert!(Layout::for_version(&v("go1.12.17")).is_err());
     }
 

@@ -44,6 +44,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod build;
+pub mod corrupt;
 pub mod gospy;
 pub mod parked;
 pub mod target;
