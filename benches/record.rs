@@ -246,8 +246,8 @@ struct Attached {
     errors: u64,
 }
 
-/// `collected N samples (E errors...) in S s; target paused P ms in total;
-/// wrote PATH`
+/// `collected N ticks, M stacks, X s of CPU (E errors...) in S s; target
+/// threads stopped P ms in total; wrote PATH`
 struct Summary {
     samples: u64,
     errors: u64,
@@ -257,9 +257,9 @@ struct Summary {
 
 fn parse_summary(stderr: &str) -> Option<Summary> {
     let line = stderr.lines().find(|l| l.starts_with("collected "))?;
-    let (head, tail) = line.split_once("; target paused ")?;
+    let (head, tail) = line.split_once("; target threads stopped ")?;
     let samples = head.strip_prefix("collected ")?.split(' ').next()?;
-    let errors = head.split_once(" samples (")?.1.split(' ').next()?;
+    let errors = head.split_once(" (")?.1.split(' ').next()?;
     // The last error's text (inside the parentheses) may contain " in ".
     let seconds = head.rsplit_once(" in ")?.1.strip_suffix(" s")?;
     let paused = tail.split_once(" ms")?.0;

@@ -165,27 +165,11 @@ impl Snapshot {
         ))
     }
 
-    /// Takes a snapshot of only the goroutines running on a CPU: step 1
-    /// above, one short pause. This is what an on-CPU profile needs, at a
-    /// cost independent of the goroutine count.
-    ///
-    /// To keep the pause short, the Ms, the goroutines they run and their
-    /// system stacks are read before it, and only the threads running a
-    /// goroutine are stopped (idle threads, sysmon and threads in system
-    /// calls are not). While stopped, a thread whose stack pointer is on its
-    /// goroutine's stack (it is that goroutine, running Go code) needs only
-    /// its registers and the stack copied; any other case (system stack,
-    /// VDSO, a goroutine switch in between) reads the Ms and goroutines
-    /// again during the pause. A goroutine that starts running in the few
-    /// microseconds before the pause is missed by this snapshot.
-    ///
-    /// A goroutine in a system call or cgo call whose thread is on a CPU
-    /// (`/proc` state R: running C code, or busy in the kernel) is on-CPU
-    /// too: its thread is stopped as well, its Go stack copied from
-    /// `g.syscallsp`, and it is listed in [`Snapshot::on_cpu`]. With
-    /// `native`, the registers and the top of the native stack of every
-    /// stopped thread are kept too, for unwinding C frames.
-    pub fn take_running(target: &Target, native: bool) -> Result<Snapshot> {
+    /// Every thread the runtime knows (its Ms) with the goroutine it runs,
+    /// if any, read without stopping anything: the candidates for an
+    /// on-CPU sample. The caller picks the ones that use a CPU and passes
+    /// them to [`Snapshot::take_on_cpu`].
+    pub fn running_threads(target: &Target) -> Result<Vec<RunningThread>> {
         let layout = &target.binary.layout;
         let g_len = layout.g_read_len() as usize;
         let machines = read_machines(target)?;
@@ -204,128 +188,82 @@ impl Snapshot {
                 .and_then(|b| Goroutine::decode(addr, b, layout))
         };
         let bounds = |addr: u64| decode(addr)?.stack_bounds();
-        let running: Vec<(&Machine, Goroutine, i32)> = machines
+        Ok(machines
             .iter()
             .filter_map(|m| {
-                let g = decode(m.curg)?;
                 let tid = i32::try_from(m.tid).ok().filter(|&t| t > 0)?;
-                let on_cpu = match g.status {
-                    GStatus::Running => true,
-                    GStatus::Syscall => target.thread_state(tid) == Some('R'),
-                    _ => false,
+                let goroutine = match m.curg {
+                    0 => None,
+                    curg => Some(decode(curg).filter(|g| !g.status.is_dead())?),
                 };
-                on_cpu.then_some((m, g, tid))
+                Some(RunningThread {
+                    tid,
+                    machine: m.clone(),
+                    goroutine,
+                    g0_stack: bounds(m.g0),
+                    gsignal_stack: bounds(m.gsignal),
+                })
             })
-            .collect();
-        let tids: Vec<i32> = running.iter().map(|&(_, _, tid)| tid).collect();
+            .collect())
+    }
 
-        let pause = ptrace::pause_threads(target.pid(), &tids)?;
-        // The goroutines again, now that their threads are stopped: fields
-        // such as the labels may have changed since the read above.
-        let mut fresh_bytes = MemorySnapshot::new();
-        for (_, g, _) in &running {
-            fresh_bytes.request(g.addr, g_len);
-        }
-        let fetched = fresh_bytes.fetch(&target.memory);
+    /// Takes a snapshot of the goroutines on the threads `threads` (from
+    /// [`Snapshot::running_threads`]): each thread is stopped on its own,
+    /// its registers, goroutine and stack copied, and let go at once, so a
+    /// thread is stopped for tens of microseconds whatever the others do.
+    /// A thread that has not stopped by `budget` is not on a CPU (runnable,
+    /// waiting for one or throttled by a CPU quota) and is left out; its id
+    /// is in [`OnCpuSnapshot::not_stopped`].
+    ///
+    /// A goroutine in a system call or cgo call (running C code, or busy in
+    /// the kernel) gets its Go stack copied from `g.syscallsp` and is listed
+    /// in [`Snapshot::on_cpu`]. With `native`, the registers and the top of
+    /// the native stack of every stopped thread are kept too, for unwinding
+    /// C frames.
+    pub fn take_on_cpu(
+        target: &Target,
+        threads: &[RunningThread],
+        native: bool,
+        budget: Duration,
+    ) -> Result<OnCpuSnapshot> {
+        let tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
         let mut stacks = MemorySnapshot::new();
         let mut state = RuntimeState::default();
-        let mut fast = fetched.is_ok();
-        for (m, before, tid) in &running {
-            if !fast {
-                break;
-            }
-            let Some(regs) = pause.registers(*tid) else {
-                continue; // exited, or did not stop in time
-            };
-            let now = fresh_bytes
-                .get(before.addr, g_len)
-                .and_then(|b| Goroutine::decode(before.addr, b, layout));
-            let Some(g) = now.filter(|g| {
-                g.goid == before.goid
-                    && g.status == before.status
-                    && match g.status {
-                        GStatus::Running => g.stack_contains(regs.rsp),
-                        _ => g.syscall_sp == before.syscall_sp && g.stack_contains(g.syscall_sp),
-                    }
-            }) else {
-                fast = false;
-                break;
-            };
-            let g = &g;
-            let g0_stack = bounds(m.g0);
-            let gsignal_stack = bounds(m.gsignal);
-            if g.status == GStatus::Running {
-                let context = ThreadContext {
-                    regs: ThreadRegisters {
-                        pc: regs.rip,
-                        sp: regs.rsp,
-                    },
-                    machine: (*m).clone(),
-                    g0_stack,
-                    gsignal_stack,
-                };
-                request_stack(&mut stacks, g, &[regs.rsp]);
-                state.contexts.insert(g.addr, context);
-            } else {
-                request_stack(&mut stacks, g, &[g.syscall_sp]);
-                state.on_cpu.insert(g.addr);
-            }
-            if native {
-                keep_native_stack(
-                    &mut stacks,
-                    &mut state,
-                    m.tid,
-                    regs,
-                    &[g0_stack, gsignal_stack],
-                );
-            }
-            state.goroutines.push(g.clone());
+        let mut stops = ptrace::ThreadStops::interrupt(target.pid(), &tids)?;
+        let deadline = std::time::Instant::now() + budget;
+        let mut stopped = Vec::new();
+        while let Some((tid, regs)) = stops.next_stopped(deadline) {
+            let copied = threads
+                .iter()
+                .find(|t| t.tid == tid)
+                .map(|t| copy_stopped_thread(target, t, &regs, native, &mut stacks, &mut state))
+                .unwrap_or(Ok(()))
+                .and_then(|()| stacks.fetch(&target.memory).map(|_| ()));
+            stops.release(tid);
+            copied?;
+            stopped.push(tid);
         }
-        let copied = if fast {
-            state.machines = machines.clone();
-            stacks.fetch(&target.memory).map(|_| state)
-        } else {
-            // Some thread switched goroutines meanwhile: the general path,
-            // which reads the Ms again.
-            stacks = MemorySnapshot::new();
-            copy_running(target, &pause, &mut stacks)
-                .map(|mut state| {
-                    let stopped: Vec<u64> = tids.iter().map(|&t| t as u64).collect();
-                    for m in &state.machines {
-                        if stopped.contains(&m.tid) {
-                            let on_cpu = state
-                                .goroutines
-                                .iter()
-                                .find(|g| g.addr == m.curg && g.status == GStatus::Syscall);
-                            if let Some(g) = on_cpu {
-                                state.on_cpu.insert(g.addr);
-                            }
-                        }
-                    }
-                    if native {
-                        for m in state.machines.clone() {
-                            let regs = i32::try_from(m.tid).ok().and_then(|t| pause.registers(t));
-                            if let Some(regs) = regs.filter(|_| m.curg != 0) {
-                                let system = [bounds(m.g0), bounds(m.gsignal)];
-                                keep_native_stack(&mut stacks, &mut state, m.tid, regs, &system);
-                            }
-                        }
-                    }
-                    state
-                })
-                .and_then(|state| stacks.fetch(&target.memory).map(|_| state))
-        };
-        let paused_for = pause.resume();
-        let mut state = copied?;
+        let not_stopped = stops.not_stopped();
+        let paused = stops.finish();
         state.monotonic_ns = monotonic_now_ns();
-        Ok(state.into_snapshot(
-            StackMemory {
-                first: stacks,
-                recopied: MemorySnapshot::new(),
-            },
-            Some(paused_for),
-            PcSet::default(),
-        ))
+        state.machines = threads.iter().map(|t| t.machine.clone()).collect();
+        for t in &mut state.machines {
+            if let Some(fresh) = state.fresh_machines.iter().find(|m| m.addr == t.addr) {
+                *t = fresh.clone();
+            }
+        }
+        Ok(OnCpuSnapshot {
+            snapshot: state.into_snapshot(
+                StackMemory {
+                    first: stacks,
+                    recopied: MemorySnapshot::new(),
+                },
+                Some(paused),
+                PcSet::default(),
+            ),
+            stopped,
+            not_stopped,
+        })
     }
 
     /// The stopped thread `g` was running on, if it was running.
@@ -359,10 +297,117 @@ impl Memory for StackMemory {
 struct RuntimeState {
     goroutines: Vec<Goroutine>,
     machines: Vec<Machine>,
+    /// Ms read again while their thread was stopped ([`Snapshot::take_on_cpu`]).
+    fresh_machines: Vec<Machine>,
     contexts: HashMap<u64, ThreadContext>,
     monotonic_ns: i64,
     native_registers: HashMap<u64, crate::process::ptrace::Registers>,
     on_cpu: PcSet<u64>,
+}
+
+/// A thread running a goroutine, as read before any stop.
+#[derive(Debug, Clone)]
+pub struct RunningThread {
+    pub tid: i32,
+    pub machine: Machine,
+    /// The goroutine the M runs (`m.curg`), in any live status: one that
+    /// stops the world is waiting while its thread works for it. None for
+    /// an M in the scheduler, idle or running runtime work of its own.
+    pub goroutine: Option<Goroutine>,
+    pub g0_stack: Option<StackBounds>,
+    pub gsignal_stack: Option<StackBounds>,
+}
+
+/// What [`Snapshot::take_on_cpu`] took. `snapshot.pause` is the
+/// thread-time the stopped threads spent stopped, summed.
+pub struct OnCpuSnapshot {
+    pub snapshot: Snapshot,
+    /// Threads that stopped and were copied.
+    pub stopped: Vec<i32>,
+    /// Threads that had not stopped within the budget: not on a CPU.
+    pub not_stopped: Vec<i32>,
+}
+
+/// Copies, while `thread` is stopped with `regs`, the goroutine it runs and
+/// its stack. The goroutine read before the stop is checked again; if the
+/// thread switched goroutines meanwhile, or runs on its system stack or in
+/// the VDSO, its M is read again for the current one.
+fn copy_stopped_thread(
+    target: &Target,
+    thread: &RunningThread,
+    regs: &ptrace::Registers,
+    native: bool,
+    stacks: &mut MemorySnapshot,
+    state: &mut RuntimeState,
+) -> Result<()> {
+    let layout = &target.binary.layout;
+    let g_len = layout.g_read_len() as usize;
+    let mem = &target.memory;
+    let read_g = |addr: u64| -> Result<Option<Goroutine>> {
+        let mut buf = vec![0u8; g_len];
+        mem.read(addr, &mut buf)?;
+        Ok(Goroutine::decode(addr, &buf, layout))
+    };
+    let mut machine = thread.machine.clone();
+    let mut g = match &thread.goroutine {
+        Some(before) => read_g(before.addr)?.filter(|g| {
+            g.goid == before.goid
+                && g.status == before.status
+                && match g.status {
+                    GStatus::Running => g.stack_contains(regs.rsp),
+                    GStatus::Syscall => {
+                        g.syscall_sp == before.syscall_sp && g.stack_contains(g.syscall_sp)
+                    }
+                    _ => false,
+                }
+        }),
+        None => None,
+    };
+    if g.is_none() {
+        // Another goroutine, the system stack or the VDSO: the M says which
+        // goroutine, and where its Go frames are.
+        let mut buf = vec![0u8; layout.m_read_len() as usize];
+        mem.read(machine.addr, &mut buf)?;
+        if let Some(mut m) = Machine::decode(machine.addr, &buf, layout) {
+            m.tid = machine.tid;
+            machine = m;
+        }
+        state.fresh_machines.push(machine.clone());
+        if machine.curg != 0 {
+            g = read_g(machine.curg)?.filter(|g| !g.status.is_dead());
+        }
+    }
+    let Some(mut g) = g else {
+        return Ok(()); // in the scheduler, between goroutines
+    };
+    // The thread runs code for its goroutine whatever the status says: a
+    // goroutine that stops the world, or is being parked, is "waiting"
+    // while its thread works on the system stack for it.
+    if g.status != GStatus::Syscall {
+        g.status = GStatus::Running;
+    }
+    let system = [thread.g0_stack, thread.gsignal_stack];
+    if g.status == GStatus::Running {
+        let context = ThreadContext {
+            regs: ThreadRegisters {
+                pc: regs.rip,
+                sp: regs.rsp,
+            },
+            machine,
+            g0_stack: thread.g0_stack,
+            gsignal_stack: thread.gsignal_stack,
+        };
+        copy_stack_candidates(stacks, &g, Some(&context));
+        state.contexts.insert(g.addr, context);
+    } else {
+        request_stack(stacks, &g, &[g.syscall_sp]);
+        state.on_cpu.insert(g.addr);
+    }
+    if native {
+        keep_native_stack(stacks, state, thread.machine.tid, regs, &system);
+    }
+    state.goroutines.push(g);
+    Ok(())
 }
 
 /// Goroutines whose stack changes while the target runs: their stacks are
@@ -609,10 +654,11 @@ fn copy_stack_candidates(
     if let Some(c) = context {
         candidates.push(c.machine.vdso_sp);
         candidates.push(c.regs.sp);
-        if let Some(g0) = c.g0_stack.filter(|s| s.contains(c.regs.sp)) {
+        let system = [c.g0_stack, c.gsignal_stack];
+        if let Some(s) = system.iter().flatten().find(|s| s.contains(c.regs.sp)) {
             stacks.request(
                 c.regs.sp,
-                (g0.hi - c.regs.sp).min(MAX_SYSTEM_STACK_COPY) as usize,
+                (s.hi - c.regs.sp).min(MAX_SYSTEM_STACK_COPY) as usize,
             );
         }
     }

@@ -93,6 +93,12 @@ impl Target {
         self.thread_states.state(tid)
     }
 
+    /// Scheduler times of thread `tid` (time on a CPU, time waiting for
+    /// one), None if it is gone. Cheap to ask again for the same thread.
+    pub fn thread_cpu(&self, tid: i32) -> Option<crate::process::ThreadCpu> {
+        self.thread_states.cpu(tid)
+    }
+
     /// gospy's id of the thread the target's runtime knows as `tid`
     /// (`m.procid`): the same unless the target is in another PID
     /// namespace; 0 if there is no such thread.

@@ -238,7 +238,7 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
             let secs = p.elapsed.as_secs_f64().max(1e-9);
             let achieved = p.samples as f64 / secs;
             bar.set_message(format!(
-                "{:.1}s, {} samples, {} errors, {:.0}/s (Ctrl-C to stop)",
+                "{:.1}s, {} ticks, {} errors, {:.0}/s (Ctrl-C to stop)",
                 secs, p.samples, p.errors, achieved
             ));
             // Without --idle, --nonblocking samples follow CPU use, not a clock.
@@ -246,7 +246,7 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
             if clocked && !warned && secs > 2.0 && achieved < rate * 0.9 {
                 warned = true;
                 bar.println(format!(
-                    "gospy: warning: sampling is behind: {achieved:.0} samples/s of {rate} requested"
+                    "gospy: warning: sampling is behind: {achieved:.0} ticks/s of {rate} requested"
                 ));
             }
         },
@@ -261,12 +261,20 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
             target.process.exe_display()
         ),
     };
+    let measured = profile.total_weight();
+    let time_kind = if args.idle {
+        "goroutine-seconds of wall time"
+    } else {
+        "s of CPU"
+    };
     let title = format!(
-        "{what}, {}{} Hz, {:.1} s, {} samples",
+        "{what}, {}{} Hz, {:.1} s, {} ticks, {} stacks sampled, {:.2} {time_kind}",
         if args.idle { "wall clock, " } else { "" },
         rate,
         profile.elapsed.as_secs_f64(),
-        profile.samples
+        profile.samples,
+        measured.samples,
+        measured.nanos as f64 / 1e9,
     );
     let mut out = BufWriter::new(file);
     match args.format {
@@ -301,9 +309,19 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
             profile.lost
         );
     }
+    if profile.unattributed_nanos > 0 && !args.idle {
+        eprintln!(
+            "gospy: {:.3} s of the CPU time measured could not be given a stack (threads \
+             between goroutines, or not stopped before the end)",
+            profile.unattributed_nanos as f64 / 1e9
+        );
+    }
     eprintln!(
-        "collected {} samples ({} errors{}) in {:.1} s; target paused {:.1} ms in total; wrote {}",
+        "collected {} ticks, {} stacks, {:.2} {time_kind} ({} errors{}) in {:.1} s; \
+         target threads stopped {:.1} ms in total; wrote {}",
         profile.samples,
+        measured.samples,
+        measured.nanos as f64 / 1e9,
         profile.errors,
         profile
             .last_error

@@ -10,7 +10,7 @@ pub fn write(out: &mut dyn Write, profile: &Profile, title: &str) -> io::Result<
     let lines = folded::lines(profile);
     let mut options = inferno::flamegraph::Options::default();
     options.title = title.to_string();
-    options.count_name = "samples".to_string();
+    options.count_name = "µs".to_string();
     if lines.is_empty() {
         // inferno refuses an empty profile; an empty SVG says the truth.
         return writeln!(

@@ -1,5 +1,7 @@
-//! Folded stacks: one `outer;inner;leaf count` line per distinct stack, the
-//! format flamegraph.pl and inferno read.
+//! Folded stacks: one `outer;inner;leaf value` line per distinct stack, the
+//! format flamegraph.pl and inferno read. The value is the time the stack
+//! stands for in microseconds: CPU time in an on-CPU profile, goroutine
+//! wall time with `--idle`.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -10,18 +12,20 @@ use crate::sampler::Profile;
 /// Stacks that differ only in lines or labels are one stack here.
 pub fn lines(profile: &Profile) -> Vec<String> {
     let mut by_names: HashMap<String, u64> = HashMap::new();
-    for (stack, count) in &profile.stacks {
+    for (stack, weight) in &profile.stacks {
         // `;` separates frames and a line is one stack: neither may appear
         // inside a frame name. Spaces may (the count is after the last one).
         let frames: Vec<String> = profile
             .frames(stack)
             .map(|f| f.function.replace(';', ":").replace('\n', " "))
             .collect();
-        *by_names.entry(frames.join(";")).or_insert(0) += count;
+        *by_names.entry(frames.join(";")).or_insert(0) += weight.nanos;
     }
     let mut lines: Vec<String> = by_names
         .into_iter()
-        .map(|(stack, count)| format!("{stack} {count}"))
+        .map(|(stack, nanos)| (stack, (nanos + 500) / 1000))
+        .filter(|&(_, micros)| micros > 0)
+        .map(|(stack, micros)| format!("{stack} {micros}"))
         .collect();
     lines.sort();
     lines

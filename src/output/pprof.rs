@@ -153,8 +153,7 @@ pub fn build(profile: &Profile, source: &PprofSource) -> proto::Profile {
     let mut stacks: Vec<_> = profile.stacks.iter().collect();
     stacks.sort();
     let mut samples = Vec::with_capacity(stacks.len());
-    for (stack, count) in stacks {
-        let count = *count;
+    for (stack, weight) in stacks {
         // pprof lists the leaf first.
         let mut location_id = Vec::with_capacity(stack.locations.len() + 3);
         if let Some(state) = &stack.state {
@@ -175,7 +174,7 @@ pub fn build(profile: &Profile, source: &PprofSource) -> proto::Profile {
             .collect();
         samples.push(proto::Sample {
             location_id,
-            value: vec![count as i64, count as i64 * source.period_ns],
+            value: vec![weight.samples as i64, weight.nanos as i64],
             label,
         });
     }
@@ -185,6 +184,7 @@ pub fn build(profile: &Profile, source: &PprofSource) -> proto::Profile {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0);
+    let default_sample_type = strings.intern(time_kind);
     proto::Profile {
         sample_type,
         sample: samples,
@@ -196,7 +196,9 @@ pub fn build(profile: &Profile, source: &PprofSource) -> proto::Profile {
         duration_nanos: profile.elapsed.as_nanos() as i64,
         period_type,
         period: source.period_ns,
-        default_sample_type: 1,
+        // An index into the string table: what `go tool pprof` shows
+        // unless asked otherwise, as for Go's own CPU profiles.
+        default_sample_type,
         ..Default::default()
     }
 }

@@ -58,8 +58,7 @@ pub fn write(out: &mut dyn Write, profile: &Profile, title: &str) -> io::Result<
     stacks.sort();
     let mut samples = Vec::with_capacity(stacks.len());
     let mut weights = Vec::with_capacity(stacks.len());
-    for (stack, count) in stacks {
-        let count = *count;
+    for (stack, weight) in stacks {
         let sample = profile
             .frames(stack)
             .map(|f| {
@@ -74,7 +73,7 @@ pub fn write(out: &mut dyn Write, profile: &Profile, title: &str) -> io::Result<
             })
             .collect();
         samples.push(sample);
-        weights.push(count);
+        weights.push(weight.nanos);
     }
     let total = weights.iter().sum();
     let file = File {
@@ -83,7 +82,7 @@ pub fn write(out: &mut dyn Write, profile: &Profile, title: &str) -> io::Result<
         profiles: vec![SampledProfile {
             r#type: "sampled",
             name: title.to_string(),
-            unit: "none",
+            unit: "nanoseconds",
             start_value: 0,
             end_value: total,
             samples,

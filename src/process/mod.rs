@@ -28,6 +28,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 pub use maps::{ExeIdentity, FirstLoad, MapEntry};
+
 pub use memory::{FetchStats, Memory, MemorySnapshot, ProcessMemory};
 pub use ptrace::{is_traced_by_other, pause, Pause, Registers, StopKind, StoppedThread};
 
@@ -291,7 +292,25 @@ pub(crate) fn thread_state(pid: i32, tid: i32) -> Option<char> {
 #[derive(Debug)]
 pub struct ThreadStates {
     pid: i32,
-    files: Mutex<HashMap<i32, std::fs::File>>,
+    files: Mutex<HashMap<(i32, ThreadFile), std::fs::File>>,
+}
+
+/// The per-thread `/proc` files [`ThreadStates`] keeps open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ThreadFile {
+    Stat,
+    Schedstat,
+}
+
+/// A thread's scheduler times so far (`/proc/PID/task/TID/schedstat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadCpu {
+    /// Time on a CPU, in ns (the kernel's `sum_exec_runtime`, updated at
+    /// each scheduler tick and context switch).
+    pub on_cpu_ns: u64,
+    /// Time runnable but waiting for a CPU (a run queue, or a cgroup CPU
+    /// quota's throttling), in ns.
+    pub waiting_ns: u64,
 }
 
 /// Open stat files kept at most (a program that churns threads would
@@ -309,29 +328,55 @@ impl ThreadStates {
     /// State letter of thread `tid` (`R` running or runnable, `S`, `D`...),
     /// None if it is gone.
     pub fn state(&self, tid: i32) -> Option<char> {
+        let mut buf = [0u8; 1024];
+        let n = self.read(tid, ThreadFile::Stat, &mut buf)?;
+        parse_stat(std::str::from_utf8(&buf[..n]).ok()?).map(|s| s.state)
+    }
+
+    /// Scheduler times of thread `tid`, None if it is gone (or the kernel
+    /// has no schedstat files).
+    pub fn cpu(&self, tid: i32) -> Option<ThreadCpu> {
+        let mut buf = [0u8; 128];
+        let n = self.read(tid, ThreadFile::Schedstat, &mut buf)?;
+        parse_schedstat(std::str::from_utf8(&buf[..n]).ok()?)
+    }
+
+    /// Reads one of thread `tid`'s files from its start, through a kept
+    /// descriptor (a pread instead of open+read+close).
+    fn read(&self, tid: i32, file: ThreadFile, buf: &mut [u8]) -> Option<usize> {
         use std::os::unix::fs::FileExt;
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        if !files.contains_key(&tid) {
+        let key = (tid, file);
+        if !files.contains_key(&key) {
             if files.len() >= MAX_OPEN_STAT_FILES {
                 files.clear();
             }
-            let path = format!("/proc/{}/task/{tid}/stat", self.pid);
-            files.insert(tid, std::fs::File::open(path).ok()?);
+            let name = match file {
+                ThreadFile::Stat => "stat",
+                ThreadFile::Schedstat => "schedstat",
+            };
+            let path = format!("/proc/{}/task/{tid}/{name}", self.pid);
+            files.insert(key, std::fs::File::open(path).ok()?);
         }
-        let mut buf = [0u8; 1024];
         // A file of a thread that exited fails to read (ESRCH): forget it,
         // a new thread may reuse the id.
-        let read = files.get(&tid).map(|f| f.read_at(&mut buf, 0));
-        match read {
-            Some(Ok(n)) if n > 0 => {
-                parse_stat(std::str::from_utf8(&buf[..n]).ok()?).map(|s| s.state)
-            }
+        match files.get(&key).map(|f| f.read_at(buf, 0)) {
+            Some(Ok(n)) if n > 0 => Some(n),
             _ => {
-                files.remove(&tid);
+                files.remove(&key);
                 None
             }
         }
     }
+}
+
+/// Parses `/proc/.../schedstat`: "on-CPU ns, waiting ns, timeslices".
+fn parse_schedstat(text: &str) -> Option<ThreadCpu> {
+    let mut fields = text.split_ascii_whitespace();
+    Some(ThreadCpu {
+        on_cpu_ns: fields.next()?.parse().ok()?,
+        waiting_ns: fields.next()?.parse().ok()?,
+    })
 }
 
 /// One field of `/proc/PID/status`, e.g. `status_field(pid, "TracerPid:")`.
@@ -402,6 +447,25 @@ mod tests {
     fn thread_states_follow_threads_and_forget_exited_ones() {
         let pid = std::process::id() as i32;
         let states = ThreadStates::new(pid);
+        // SAFETY: gettid has no preconditions.
+        let cpu = states
+            .cpu(unsafe { libc::gettid() })
+            .expect("own schedstat");
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {
+            std::hint::spin_loop();
+        }
+        // SAFETY: as above.
+        let later = states.cpu(unsafe { libc::gettid() }).unwrap();
+        assert!(later.on_cpu_ns > cpu.on_cpu_ns, "{cpu:?} -> {later:?}");
+        assert_eq!(
+            parse_schedstat("123 456 7\n"),
+            Some(ThreadCpu {
+                on_cpu_ns: 123,
+                waiting_ns: 456
+            })
+        );
+        assert_eq!(parse_schedstat("garbage"), None);
         // SAFETY: gettid has no preconditions.
         let me = unsafe { libc::gettid() };
         assert_eq!(states.state(me), Some('R'));

@@ -340,6 +340,14 @@ impl Pause {
 
     /// PTRACE_SEIZE one thread.
     fn seize(&self, tid: i32) -> Result<State> {
+        seize(self.pid, tid)
+    }
+}
+
+/// PTRACE_SEIZE thread `tid` of `pid` (or adopt it if it is a leftover of
+/// an earlier stop, still with an interrupt pending).
+fn seize(pid: i32, tid: i32) -> Result<State> {
+    {
         // A thread left over from an earlier pause is still ours, with an
         // interrupt pending: just wait for it again.
         let adopted = LEFTOVERS.with(|l| {
@@ -364,13 +372,13 @@ impl Pause {
             libc::ESRCH => Ok(State::Gone),
             libc::EPERM | libc::EACCES => {
                 // An exiting thread (zombie) cannot be attached: skip it.
-                match thread_state(self.pid, tid) {
+                match thread_state(pid, tid) {
                     None | Some('Z') | Some('X') => return Ok(State::Gone),
                     _ => {}
                 }
-                let status = format!("/proc/{}/task/{tid}/status", self.pid);
+                let status = format!("/proc/{}/task/{tid}/status", pid);
                 if let Some(tracer) = other_tracer(&status) {
-                    return Err(traced_error(self.pid, tracer));
+                    return Err(traced_error(pid, tracer));
                 }
                 if let Some(tracer) = super::status_field_at(&status, "TracerPid:")
                     .and_then(|s| s.parse::<i32>().ok())
@@ -378,21 +386,23 @@ impl Pause {
                 {
                     return Err(Error::Other(format!(
                         "process {} is already paused by this gospy (thread {tracer})",
-                        self.pid
+                        pid
                     )));
                 }
                 Err(Error::PermissionDenied {
-                    pid: self.pid,
+                    pid,
                     operation: "attach to".into(),
                 })
             }
             e => Err(Error::io(
-                format!("PTRACE_SEIZE of thread {tid} of process {}", self.pid),
+                format!("PTRACE_SEIZE of thread {tid} of process {}", pid),
                 std::io::Error::from_raw_os_error(e),
             )),
         }
     }
+}
 
+impl Pause {
     /// Polls every waiting tracee until each has stopped or exited, or the
     /// deadline passes.
     fn wait_for_stops(&mut self, deadline: Instant) {
@@ -520,22 +530,8 @@ impl Pause {
                     };
                     detach(t.tid, sig);
                 }
-                State::Waiting | State::TimedOut => {
-                    // Maybe it stopped by now.
-                    match wait_nohang(t.tid) {
-                        WaitResult::Stopped(kind) => {
-                            let sig = match kind {
-                                StopKind::Signal(s) => s,
-                                _ => 0,
-                            };
-                            detach(t.tid, sig);
-                        }
-                        WaitResult::Gone => {}
-                        WaitResult::Nothing => {
-                            LEFTOVERS.with(|l| l.borrow_mut().push(t.tid));
-                        }
-                    }
-                }
+                // Maybe it stopped by now.
+                State::Waiting | State::TimedOut => let_go_or_leave_over(t.tid),
                 State::Gone => {}
             }
             t.state = State::Gone;
@@ -561,6 +557,177 @@ impl std::fmt::Debug for Pause {
             .field("stop_latency", &self.stop_latency)
             .finish()
     }
+}
+
+/// Threads stopped one by one for a CPU sample: each is interrupted at
+/// once, and let go as soon as its caller has copied what it needs, instead
+/// of holding every thread until the last one stops.
+///
+/// A thread that is runnable but not on a CPU (waiting for one, or
+/// throttled by a cgroup CPU quota) cannot stop until the scheduler runs
+/// it, which may take a whole quota period: such threads are not waited
+/// for beyond a short budget ([`ThreadStops::next_stopped`]'s deadline).
+/// Their interrupt stays pending, so they stop as soon as they run; they
+/// are then let go by [`release_leftovers`], which the caller polls often
+/// while [`has_leftovers`] (a thread stopped that way is held only until
+/// the next poll).
+///
+/// `!Send` like [`Pause`]; dropping it lets every stopped thread go.
+pub struct ThreadStops {
+    tracees: Vec<(Tracee, Instant)>,
+    /// Thread-time spent stopped by this sampler so far: for each released
+    /// thread, from its interrupt to its release.
+    stopped_time: Duration,
+    boost: Option<RealtimeBoost>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl ThreadStops {
+    /// Seizes and interrupts the threads `tids` of `pid` that still exist.
+    pub fn interrupt(pid: i32, tids: &[i32]) -> Result<ThreadStops> {
+        cleanup_leftovers();
+        tighten_timer_slack();
+        let mut stops = ThreadStops {
+            tracees: Vec::with_capacity(tids.len()),
+            stopped_time: Duration::ZERO,
+            boost: None,
+            _not_send: PhantomData,
+        };
+        for &tid in tids {
+            // SAFETY: signal 0 sends nothing; it checks that the thread is
+            // one of the process's (a tid alone could be reused).
+            if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) } != 0 {
+                continue;
+            }
+            let state = seize(pid, tid)?;
+            if state == State::Waiting {
+                // SAFETY: plain ptrace request on a tracee; ESRCH (it
+                // exited) shows up in the wait.
+                unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize) };
+            }
+            stops.tracees.push((Tracee { tid, state }, Instant::now()));
+        }
+        Ok(stops)
+    }
+
+    /// The next thread to have stopped, with its registers, or `None` once
+    /// every thread has stopped, exited or been given up on at `deadline`.
+    /// The caller copies what it needs, then calls [`ThreadStops::release`].
+    pub fn next_stopped(&mut self, deadline: Instant) -> Option<(i32, Registers)> {
+        let spin_until = Instant::now() + SPIN_BEFORE_SLEEPING;
+        let mut backoff = Duration::from_micros(5);
+        loop {
+            let mut waiting = false;
+            for (t, _) in self.tracees.iter_mut() {
+                if t.state != State::Waiting {
+                    continue;
+                }
+                match wait_nohang(t.tid) {
+                    WaitResult::Nothing => waiting = true,
+                    WaitResult::Gone => t.state = State::Gone,
+                    WaitResult::Stopped(kind) => {
+                        t.state = State::Stopped(kind);
+                        match getregs(t.tid) {
+                            Some(regs) => {
+                                // Nothing else should delay gospy while a
+                                // thread of the target waits for it.
+                                if self.boost.is_none() {
+                                    self.boost = Some(RealtimeBoost::new());
+                                }
+                                return Some((t.tid, regs));
+                            }
+                            None => {
+                                let tid = t.tid;
+                                self.release(tid);
+                                return self.next_stopped(deadline);
+                            }
+                        }
+                    }
+                }
+            }
+            if !waiting || Instant::now() >= deadline {
+                return None;
+            }
+            if Instant::now() < spin_until {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_micros(100));
+            }
+        }
+    }
+
+    /// Lets thread `tid` run again (re-injecting a signal that arrived while
+    /// it was being stopped).
+    pub fn release(&mut self, tid: i32) {
+        if let Some((t, since)) = self.tracees.iter_mut().find(|(t, _)| t.tid == tid) {
+            if let State::Stopped(kind) = t.state {
+                let sig = match kind {
+                    StopKind::Signal(s) => s,
+                    _ => 0,
+                };
+                detach(tid, sig);
+                self.stopped_time += since.elapsed();
+                t.state = State::Gone;
+            }
+        }
+        let any_stopped = self
+            .tracees
+            .iter()
+            .any(|(t, _)| matches!(t.state, State::Stopped(_)));
+        if !any_stopped {
+            self.boost = None;
+        }
+    }
+
+    /// The threads that had not stopped by the deadline (runnable but not
+    /// on a CPU), so were not sampled.
+    pub fn not_stopped(&self) -> Vec<i32> {
+        self.tracees
+            .iter()
+            .filter(|(t, _)| t.state == State::Waiting)
+            .map(|(t, _)| t.tid)
+            .collect()
+    }
+
+    /// Lets every thread go (threads that have not stopped yet become
+    /// leftovers, let go when they stop); returns the thread-time they spent
+    /// stopped.
+    pub fn finish(mut self) -> Duration {
+        self.release_all();
+        self.stopped_time
+    }
+
+    fn release_all(&mut self) {
+        let stopped: Vec<i32> = self
+            .tracees
+            .iter()
+            .filter(|(t, _)| matches!(t.state, State::Stopped(_)))
+            .map(|(t, _)| t.tid)
+            .collect();
+        for tid in stopped {
+            self.release(tid);
+        }
+        for (t, _) in self.tracees.iter_mut() {
+            if t.state == State::Waiting {
+                let_go_or_leave_over(t.tid);
+                t.state = State::Gone;
+            }
+        }
+        self.boost = None;
+    }
+}
+
+impl Drop for ThreadStops {
+    fn drop(&mut self) {
+        self.release_all();
+    }
+}
+
+/// Whether threads interrupted by an earlier stop have not been let go yet
+/// (see [`ThreadStops`]): the caller should call [`release_leftovers`] soon.
+pub fn has_leftovers() -> bool {
+    LEFTOVERS.with(|l| !l.borrow().is_empty())
 }
 
 /// Makes the calling thread SCHED_FIFO until dropped, if permitted
@@ -660,6 +827,23 @@ fn decode_stop(status: libc::c_int) -> StopKind {
     } else {
         // Other PTRACE_EVENT_* need options we do not set.
         StopKind::Interrupt
+    }
+}
+
+/// Lets go a thread that was interrupted but had not stopped when last
+/// checked: detached if it has stopped since, else left over (see
+/// [`LEFTOVERS`]) to be let go when it stops.
+fn let_go_or_leave_over(tid: i32) {
+    match wait_nohang(tid) {
+        WaitResult::Stopped(kind) => {
+            let sig = match kind {
+                StopKind::Signal(s) => s,
+                _ => 0,
+            };
+            detach(tid, sig);
+        }
+        WaitResult::Gone => {}
+        WaitResult::Nothing => LEFTOVERS.with(|l| l.borrow_mut().push(tid)),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::goroutines::read_labels;
 use crate::native::NativeUnwinder;
 use crate::process::memory::Memory;
 use crate::process::ptrace::Registers;
+use crate::process::ThreadCpu;
 use crate::runtime::{self, GStatus, Goroutine};
 use crate::snapshot::{Snapshot, SnapshotOptions};
 use crate::stack::name_for_print;
@@ -104,16 +105,45 @@ pub struct FrameRef<'a> {
     pub line: u32,
 }
 
+/// How much of a recording one stack stands for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Weight {
+    /// Times it was seen.
+    pub samples: u64,
+    /// The time those samples stand for: CPU time of on-CPU samples (see
+    /// [`Sampler::run_blocking`] and [`nonblocking`]), goroutine wall time
+    /// with `--idle`.
+    pub nanos: u64,
+}
+
+impl std::ops::AddAssign for Weight {
+    fn add_assign(&mut self, other: Weight) {
+        self.samples += other.samples;
+        self.nanos += other.nanos;
+    }
+}
+
+impl Weight {
+    /// One sample standing for `nanos`.
+    pub fn one(nanos: u64) -> Weight {
+        Weight { samples: 1, nanos }
+    }
+}
+
 /// Stacks counted over a recording.
 #[derive(Debug, Default)]
 pub struct Profile {
     pub locations: Vec<Location>,
-    /// Each distinct stack and how many times it was seen.
-    pub stacks: Vec<(Arc<Stack>, u64)>,
+    /// Each distinct stack and how much it was seen.
+    pub stacks: Vec<(Arc<Stack>, Weight)>,
     /// Waiting goroutines were sampled too (wall-clock, not on-CPU).
     pub idle: bool,
-    /// Snapshots taken.
+    /// Ticks (snapshots taken, or perf samples read).
     pub samples: u64,
+    /// On-CPU time measured but not attributed to a stack: threads that
+    /// used a CPU but were not seen running a goroutine when sampled (the
+    /// scheduler between goroutines), or not stopped before sampling ended.
+    pub unattributed_nanos: u64,
     /// Snapshots that failed (the error of the last one is kept).
     pub errors: u64,
     /// Samples the kernel dropped because gospy read them too slowly
@@ -124,11 +154,22 @@ pub struct Profile {
     pub started: Option<SystemTime>,
     /// Wall time spent recording.
     pub elapsed: Duration,
-    /// Sum of the target's pauses.
+    /// Sum of the target's pauses: with `--idle`, the time the whole
+    /// target was stopped; on-CPU, the thread-time of the threads stopped
+    /// one at a time.
     pub paused: Duration,
 }
 
 impl Profile {
+    /// The sum of every stack's weight.
+    pub fn total_weight(&self) -> Weight {
+        let mut total = Weight::default();
+        for (_, w) in &self.stacks {
+            total += *w;
+        }
+        total
+    }
+
     /// The frames of `stack`, outermost first: root pseudo-frames, then each
     /// location's source frames (inlined callees after their callers), then
     /// the state pseudo-frame.
@@ -195,6 +236,68 @@ const MAX_NATIVE_FRAMES: usize = 128;
 /// memory of one that is no longer used can be reused for another.
 const LABEL_CACHE_SAMPLES: u64 = 100;
 
+/// The frame under which on-CPU time of threads running no goroutine is
+/// counted (the scheduler looking for work, runtime work of an M of its
+/// own); the runtime's profiler shows such time under `runtime.mstart`,
+/// `runtime.schedule`, `runtime.findRunnable`...
+pub const NO_GOROUTINE_FRAME: &str = "[runtime, no goroutine]";
+
+/// Longest time one tick stands for (sampling stalled, e.g. gospy was
+/// descheduled).
+const MAX_TICK_SPAN: Duration = Duration::from_secs(1);
+
+/// Longest a chosen thread is waited for at a tick: a thread on a CPU stops
+/// within tens of microseconds; one that has not stopped by then is waiting
+/// for a CPU.
+const STOP_BUDGET: Duration = Duration::from_millis(2);
+
+/// Most CPU time carried to a thread's next sample.
+const MAX_CARRIED_NS: u64 = 1_000_000_000;
+
+/// Threads whose scheduler times are remembered, roughly (the map is
+/// emptied beyond four times this, e.g. in a program that churns threads).
+const MAX_TRACKED_THREADS: usize = 10_000;
+
+/// How often threads that were interrupted but had not stopped by a tick's
+/// stop budget are checked (they stop as soon as they get a CPU, and stay
+/// stopped until gospy lets them go).
+const LEFTOVER_POLL: Duration = Duration::from_micros(250);
+
+/// Sleeps until `until`, meanwhile letting go, every [`LEFTOVER_POLL`], the
+/// threads a tick interrupted that have stopped since.
+fn sleep_releasing_leftovers(until: Instant) {
+    loop {
+        crate::process::ptrace::release_leftovers();
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        let left = until - now;
+        if !crate::process::ptrace::has_leftovers() {
+            std::thread::sleep(left);
+            return;
+        }
+        std::thread::sleep(left.min(LEFTOVER_POLL));
+    }
+}
+
+/// The CPU time the sample of a thread runnable at a tick stands for (see
+/// [`Sampler::sample_on_cpu`]): `since_ns` times the share of the thread's
+/// runnable time it spent on a CPU since its times were `before`. A thread
+/// seen for the first time, or that neither ran nor waited since (it just
+/// woke), is taken to be on a CPU.
+fn on_cpu_weight(since_ns: u64, before: Option<ThreadCpu>, now: ThreadCpu) -> u64 {
+    let Some(before) = before else {
+        return since_ns;
+    };
+    let ran = now.on_cpu_ns.saturating_sub(before.on_cpu_ns);
+    let waited = now.waiting_ns.saturating_sub(before.waiting_ns);
+    if ran + waited == 0 {
+        return since_ns;
+    }
+    (since_ns as u128 * ran as u128 / (ran + waited) as u128) as u64
+}
+
 /// What is kept from one sample to the next.
 struct Sampler<'t> {
     target: &'t Target,
@@ -220,6 +323,13 @@ struct Sampler<'t> {
     native: Option<NativeUnwinder>,
     /// Location index of each C frame, by (pc, innermost).
     native_location_ids: PcMap<(u64, bool), u32>,
+    /// Each thread's scheduler times when last seen runnable at a tick.
+    thread_cpu: HashMap<i32, ThreadCpu>,
+    /// On-CPU time of threads that were runnable at a tick but not on a
+    /// CPU (so not stopped), by thread: added to the thread's next sample.
+    carried: HashMap<i32, u64>,
+    /// When the last tick was taken.
+    last_tick: Option<Instant>,
     profile: Profile,
 }
 
@@ -287,6 +397,9 @@ impl<'t> Sampler<'t> {
             parked: PcMap::default(),
             native: None,
             native_location_ids: PcMap::default(),
+            thread_cpu: HashMap::new(),
+            carried: HashMap::new(),
+            last_tick: None,
             profile: Profile {
                 idle: options.idle,
                 ..Profile::default()
@@ -334,25 +447,125 @@ impl<'t> Sampler<'t> {
             next += interval;
             let now = Instant::now();
             if next > now {
-                std::thread::sleep(next - now);
+                sleep_releasing_leftovers(next);
             } else {
                 next = now;
             }
         }
     }
 
-    /// Takes one snapshot (one short pause) and counts the stacks it holds.
+    /// The time between ticks.
+    fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.options.rate.max(0.001))
+    }
+
+    /// Takes one tick's samples and counts them. With `--idle`: a snapshot
+    /// of every goroutine (one short pause), each goroutine standing for one
+    /// tick (`1/rate`) of wall time. On-CPU: see [`Sampler::sample_on_cpu`].
     fn sample_once(&mut self) -> Result<()> {
-        let snapshot = if self.options.idle {
-            self.take_idle_snapshot(SnapshotOptions {
+        let now = Instant::now();
+        // The time this tick stands for: since the last one (longer if
+        // sampling fell behind), capped so a stall is not a huge sample.
+        let since = self
+            .last_tick
+            .map_or(self.interval(), |t| now - t)
+            .min(MAX_TICK_SPAN);
+        self.last_tick = Some(now);
+        let since_ns = since.as_nanos() as u64;
+        if self.options.idle {
+            let snapshot = self.take_idle_snapshot(SnapshotOptions {
                 native: self.native.is_some(),
                 ..SnapshotOptions::default()
-            })?
-        } else {
-            Snapshot::take_running(self.target, self.native.is_some())?
-        };
-        self.profile.paused += snapshot.pause.unwrap_or_default();
-        self.count_snapshot(&snapshot, true);
+            })?;
+            self.profile.paused += snapshot.pause.unwrap_or_default();
+            // Each goroutine stands for one tick of wall time.
+            let tick_ns = self.interval().as_nanos() as u64;
+            self.count_snapshot(&snapshot, true, &|_| tick_ns);
+            return Ok(());
+        }
+        self.sample_on_cpu(since_ns)
+    }
+
+    /// One on-CPU tick, weighted by CPU time the way the runtime's own
+    /// profiler is (a sample per 10 ms of each thread's CPU time).
+    ///
+    /// A thread runnable at the tick (`/proc` state R) is on a CPU or
+    /// waiting for one; its scheduler times since it was last seen say
+    /// which is how likely: p = on-CPU / (on-CPU + waiting). Its sample
+    /// stands for `since x p` of CPU time, which over many ticks adds up to
+    /// the CPU time it used (a thread that always runs gets `since`, one
+    /// that shares a CPU with another gets half, a throttled one nothing).
+    /// Threads with no weight are not stopped at all. The others are
+    /// stopped one by one ([`Snapshot::take_on_cpu`]); one that does not
+    /// stop within a short budget is waiting for a CPU, and its weight is
+    /// carried to its next sample (its stack is then as likely to be
+    /// anywhere in its work as it would have been now).
+    fn sample_on_cpu(&mut self, since_ns: u64) -> Result<()> {
+        let target = self.target;
+        let threads = Snapshot::running_threads(target)?;
+        let mut weights: HashMap<i32, u64> = HashMap::new();
+        let mut chosen = Vec::new();
+        let mut without_goroutine = 0;
+        for t in threads {
+            if target.thread_state(t.tid) != Some('R') {
+                continue;
+            }
+            let Some(now) = target.thread_cpu(t.tid) else {
+                continue;
+            };
+            let before = self.thread_cpu.insert(t.tid, now);
+            let weight = on_cpu_weight(since_ns, before, now);
+            if weight == 0 {
+                continue;
+            }
+            weights.insert(t.tid, weight);
+            chosen.push(t);
+        }
+        if self.thread_cpu.len() > 4 * MAX_TRACKED_THREADS {
+            self.thread_cpu.clear();
+            self.carried.clear();
+        }
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        let budget = (self.interval() / 4).min(STOP_BUDGET);
+        let taken = Snapshot::take_on_cpu(target, &chosen, self.native.is_some(), budget)?;
+        self.profile.paused += taken.snapshot.pause.unwrap_or_default();
+        for tid in &taken.not_stopped {
+            if let Some(w) = weights.get(tid) {
+                let carried = self.carried.entry(*tid).or_default();
+                *carried = (*carried + w).min(MAX_CARRIED_NS);
+            }
+        }
+        let snapshot = &taken.snapshot;
+        let mut by_goroutine: HashMap<u64, u64> = HashMap::new();
+        for &tid in &taken.stopped {
+            let weight =
+                weights.get(&tid).copied().unwrap_or(0) + self.carried.remove(&tid).unwrap_or(0);
+            let g = snapshot
+                .machines
+                .iter()
+                .find(|m| m.tid == tid as u64)
+                .and_then(|m| snapshot.goroutines.iter().find(|g| g.m == m.addr));
+            match g {
+                Some(g) => *by_goroutine.entry(g.addr).or_default() += weight,
+                // The scheduler, or the runtime's own work on an M without
+                // a goroutine: nothing of the program's to unwind.
+                None => without_goroutine += weight,
+            }
+        }
+        if without_goroutine > 0 {
+            let stack = Stack {
+                roots: vec![NO_GOROUTINE_FRAME.into()],
+                locations: Vec::new(),
+                state: None,
+                labels: Arc::from(Vec::new()),
+            };
+            self.count(stack, Weight::one(without_goroutine));
+        }
+        self.count_snapshot(snapshot, true, &|g| {
+            by_goroutine.get(&g.addr).copied().unwrap_or(0)
+        });
         Ok(())
     }
 
@@ -368,8 +581,14 @@ impl<'t> Sampler<'t> {
     }
 
     /// Counts the goroutines of `snapshot` that are sampled: running ones
-    /// (if `running`), and with `--idle` every other one but the runtime's.
-    fn count_snapshot(&mut self, snapshot: &Snapshot, running: bool) {
+    /// (if `running`), and with `--idle` every other one but the runtime's;
+    /// each stands for `nanos(g)`.
+    fn count_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        running: bool,
+        nanos: &dyn Fn(&Goroutine) -> u64,
+    ) {
         let sample = self.profile.samples;
         if sample.is_multiple_of(LABEL_CACHE_SAMPLES) {
             self.labels.clear();
@@ -384,17 +603,19 @@ impl<'t> Sampler<'t> {
             }
             let at = (!is_running).then(|| ParkedAt::of(g)).flatten();
             // A goroutine parked where it was last time: same stack.
+            let weight = Weight::one(nanos(g));
             if let Some(parked) = self.parked.get_mut(&g.addr) {
                 if at == Some(parked.at) {
                     parked.seen = sample;
-                    self.profile.stacks[parked.stack_id].1 += 1;
+                    self.profile.stacks[parked.stack_id].1 += weight;
                     continue;
                 }
             }
             let Some(stack) = self.stack_of(g, snapshot, is_running) else {
+                self.profile.unattributed_nanos += weight.nanos;
                 continue;
             };
-            let stack_id = self.count(stack);
+            let stack_id = self.count(stack, weight);
             if let Some(at) = at {
                 self.parked.insert(
                     g.addr,
@@ -409,15 +630,15 @@ impl<'t> Sampler<'t> {
         self.parked.retain(|_, p| p.seen == sample);
     }
 
-    /// Counts one sample of `stack`; returns its index in `profile.stacks`.
-    fn count(&mut self, stack: Stack) -> usize {
+    /// Counts `weight` for `stack`; returns its index in `profile.stacks`.
+    fn count(&mut self, stack: Stack, weight: Weight) -> usize {
         if let Some(&id) = self.stack_ids.get(&stack) {
-            self.profile.stacks[id].1 += 1;
+            self.profile.stacks[id].1 += weight;
             return id;
         }
         let stack = Arc::new(stack);
         let id = self.profile.stacks.len();
-        self.profile.stacks.push((stack.clone(), 1));
+        self.profile.stacks.push((stack.clone(), weight));
         self.stack_ids.insert(stack, id);
         id
     }

@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{Sampler, StopReason};
+use super::{Sampler, StopReason, Weight};
 use crate::error::{Error, Result};
 use crate::process::memory::Memory;
 use crate::process::perf::{PerfSample, PerfSampler};
@@ -204,7 +204,7 @@ impl PerfFeed {
         self.samples.clear();
         self.perf.read_samples(&mut self.samples);
         for sample in &self.samples {
-            sampler.count_perf_sample(sample, &self.machines);
+            sampler.count_perf_sample(sample, &self.machines, self.period.as_nanos() as u64);
         }
         sampler.profile.lost = self.perf.lost();
     }
@@ -248,7 +248,10 @@ impl Sampler<'_> {
                     nonblocking: true,
                     ..SnapshotOptions::default()
                 }) {
-                    Ok(snapshot) => self.count_snapshot(&snapshot, false),
+                    Ok(snapshot) => {
+                        let nanos = interval.as_nanos() as u64;
+                        self.count_snapshot(&snapshot, false, &|_| nanos)
+                    }
                     Err(e) => self.note_error(e),
                 }
                 self.profile.samples += 1;
@@ -273,7 +276,12 @@ impl Sampler<'_> {
     /// Counts one perf sample as a sample of the goroutine its thread runs.
     /// Without `--idle` each perf sample is a sample; with it, the samples
     /// are the snapshots and a perf sample adds one running goroutine.
-    fn count_perf_sample(&mut self, sample: &PerfSample, machines: &HashMap<u64, Machine>) {
+    fn count_perf_sample(
+        &mut self,
+        sample: &PerfSample,
+        machines: &HashMap<u64, Machine>,
+        period_ns: u64,
+    ) {
         if !self.options.idle {
             self.profile.samples += 1;
         }
@@ -336,7 +344,7 @@ impl Sampler<'_> {
             self.native_locations(&sample.registers(), &memory, &mut locations);
             let mut stack = self.stack_with(&g, Some(machine.tid), locations, true);
             stack.roots.push(CGO_CALL_FRAME.into());
-            self.count(stack);
+            self.count(stack, Weight::one(period_ns));
             return;
         }
         // The goroutine must still be the one that was sampled: the stack
@@ -374,7 +382,7 @@ impl Sampler<'_> {
         if let Some(stack) =
             self.stack_from(&g, &start, &memory, Some(machine.tid), true, Vec::new())
         {
-            self.count(stack);
+            self.count(stack, Weight::one(period_ns));
         }
     }
 

@@ -156,7 +156,8 @@ impl FunctionCounter {
     /// returns the counts of that interval.
     pub fn update(&mut self, profile: &Profile, seconds: f64) -> FunctionTable {
         let mut interval: HashMap<Arc<str>, (u64, u64)> = HashMap::new();
-        for (i, (stack, count)) in profile.stacks.iter().enumerate() {
+        for (i, (stack, weight)) in profile.stacks.iter().enumerate() {
+            let count = &weight.nanos;
             if i == self.seen.len() {
                 self.seen.push(0);
                 self.functions.push(stack_functions(profile, stack));

@@ -177,7 +177,7 @@ impl Target {
     }
 
     /// Wait for a stdout line starting with `prefix`; remembers `STACKNS`.
-    fn wait_for(&mut self, prefix: &str, timeout: Duration) -> String {
+    pub fn wait_for(&mut self, prefix: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
