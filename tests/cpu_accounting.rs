@@ -152,15 +152,14 @@ fn describe(label: &str, (total, shares): &Shares) -> String {
     format!("{label}: {total:.2} s of CPU, {}", kinds.join(" "))
 }
 
-/// Total CPU time agrees with the runtime's profile within 15%, with as
+/// Total CPU time agrees with the runtime's profile within 10%, with as
 /// many Ps as cores and with twice as many (where a sampler that counts
-/// runnable threads as running inflates it), and every kind of code is
-/// seen (the vDSO, the system stack, the kernel, the GC).
+/// runnable threads as running inflates it), and each kind of code (the
+/// vDSO, the system stack, the kernel, the GC) gets its share of it.
 ///
-/// The shares per kind are not yet within the 3 points the runtime's own
-/// profile would need (see README, "What a CPU sample is"); they are
-/// checked within 12 points, which the old accounting (1.33x the CPU at
-/// twice as many Ps) did not meet either.
+/// Shares are checked within 10 points: measured differences are up to ~4
+/// points with as many Ps as cores and up to ~6.5 with twice as many (the
+/// README's table); the goal of 3 is not met yet at 2x.
 #[test]
 fn on_cpu_time_agrees_with_the_runtimes_profiler() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -194,12 +193,10 @@ fn on_cpu_time_agrees_with_the_runtimes_profiler() {
                 .zip(&gospy.1)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f64::max);
-            if !(0.85..=1.15).contains(&ratio) {
+            if !(0.9..=1.1).contains(&ratio) {
                 failures.push(format!("{text}\n  total CPU ratio {ratio:.2}"));
             }
-            if worst > 12.0
-                || gospy.1.iter().any(|&s| s < 1.0) && runtime.1.iter().all(|&s| s > 3.0)
-            {
+            if worst > 10.0 {
                 failures.push(format!(
                     "{text}\n  worst share difference {worst:.1} points"
                 ));

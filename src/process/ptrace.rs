@@ -575,8 +575,9 @@ impl std::fmt::Debug for Pause {
 /// `!Send` like [`Pause`]; dropping it lets every stopped thread go.
 pub struct ThreadStops {
     tracees: Vec<(Tracee, Instant)>,
-    /// Thread-time spent stopped by this sampler so far: for each released
-    /// thread, from its interrupt to its release.
+    /// Thread-time spent stopped so far: for each released thread, from
+    /// when its stop was seen to its release. With each tracee: when it
+    /// was interrupted, then when its stop was seen.
     stopped_time: Duration,
     boost: Option<RealtimeBoost>,
     _not_send: PhantomData<*const ()>,
@@ -618,7 +619,7 @@ impl ThreadStops {
         let mut backoff = Duration::from_micros(5);
         loop {
             let mut waiting = false;
-            for (t, _) in self.tracees.iter_mut() {
+            for (t, since) in self.tracees.iter_mut() {
                 if t.state != State::Waiting {
                     continue;
                 }
@@ -627,6 +628,9 @@ impl ThreadStops {
                     WaitResult::Gone => t.state = State::Gone,
                     WaitResult::Stopped(kind) => {
                         t.state = State::Stopped(kind);
+                        // Stopped time counts from here: a thread waiting
+                        // for a CPU was not running before either.
+                        *since = Instant::now();
                         match getregs(t.tid) {
                             Some(regs) => {
                                 // Nothing else should delay gospy while a

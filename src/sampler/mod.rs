@@ -242,17 +242,10 @@ const LABEL_CACHE_SAMPLES: u64 = 100;
 /// `runtime.schedule`, `runtime.findRunnable`...
 pub const NO_GOROUTINE_FRAME: &str = "[runtime, no goroutine]";
 
-/// Longest time one tick stands for (sampling stalled, e.g. gospy was
-/// descheduled).
-const MAX_TICK_SPAN: Duration = Duration::from_secs(1);
-
 /// Longest a chosen thread is waited for at a tick: a thread on a CPU stops
 /// within tens of microseconds; one that has not stopped by then is waiting
 /// for a CPU.
 const STOP_BUDGET: Duration = Duration::from_millis(2);
-
-/// Most CPU time carried to a thread's next sample.
-const MAX_CARRIED_NS: u64 = 1_000_000_000;
 
 /// Threads whose scheduler times are remembered, roughly (the map is
 /// emptied beyond four times this, e.g. in a program that churns threads).
@@ -281,23 +274,6 @@ fn sleep_releasing_leftovers(until: Instant) {
     }
 }
 
-/// The CPU time the sample of a thread runnable at a tick stands for (see
-/// [`Sampler::sample_on_cpu`]): `since_ns` times the share of the thread's
-/// runnable time it spent on a CPU since its times were `before`. A thread
-/// seen for the first time, or that neither ran nor waited since (it just
-/// woke), is taken to be on a CPU.
-fn on_cpu_weight(since_ns: u64, before: Option<ThreadCpu>, now: ThreadCpu) -> u64 {
-    let Some(before) = before else {
-        return since_ns;
-    };
-    let ran = now.on_cpu_ns.saturating_sub(before.on_cpu_ns);
-    let waited = now.waiting_ns.saturating_sub(before.waiting_ns);
-    if ran + waited == 0 {
-        return since_ns;
-    }
-    (since_ns as u128 * ran as u128 / (ran + waited) as u128) as u64
-}
-
 /// What is kept from one sample to the next.
 struct Sampler<'t> {
     target: &'t Target,
@@ -323,13 +299,11 @@ struct Sampler<'t> {
     native: Option<NativeUnwinder>,
     /// Location index of each C frame, by (pc, innermost).
     native_location_ids: PcMap<(u64, bool), u32>,
-    /// Each thread's scheduler times when last seen runnable at a tick.
+    /// Each thread's scheduler times when its CPU time was last given to a
+    /// sample (or when it was first seen).
     thread_cpu: HashMap<i32, ThreadCpu>,
-    /// On-CPU time of threads that were runnable at a tick but not on a
-    /// CPU (so not stopped), by thread: added to the thread's next sample.
-    carried: HashMap<i32, u64>,
-    /// When the last tick was taken.
-    last_tick: Option<Instant>,
+    /// Threads seen running a goroutine at some tick.
+    runs_goroutines: std::collections::HashSet<i32>,
     profile: Profile,
 }
 
@@ -398,8 +372,7 @@ impl<'t> Sampler<'t> {
             native: None,
             native_location_ids: PcMap::default(),
             thread_cpu: HashMap::new(),
-            carried: HashMap::new(),
-            last_tick: None,
+            runs_goroutines: std::collections::HashSet::new(),
             profile: Profile {
                 idle: options.idle,
                 ..Profile::default()
@@ -463,15 +436,6 @@ impl<'t> Sampler<'t> {
     /// of every goroutine (one short pause), each goroutine standing for one
     /// tick (`1/rate`) of wall time. On-CPU: see [`Sampler::sample_on_cpu`].
     fn sample_once(&mut self) -> Result<()> {
-        let now = Instant::now();
-        // The time this tick stands for: since the last one (longer if
-        // sampling fell behind), capped so a stall is not a huge sample.
-        let since = self
-            .last_tick
-            .map_or(self.interval(), |t| now - t)
-            .min(MAX_TICK_SPAN);
-        self.last_tick = Some(now);
-        let since_ns = since.as_nanos() as u64;
         if self.options.idle {
             let snapshot = self.take_idle_snapshot(SnapshotOptions {
                 native: self.native.is_some(),
@@ -483,29 +447,29 @@ impl<'t> Sampler<'t> {
             self.count_snapshot(&snapshot, true, &|_| tick_ns);
             return Ok(());
         }
-        self.sample_on_cpu(since_ns)
+        self.sample_on_cpu()
     }
 
-    /// One on-CPU tick, weighted by CPU time the way the runtime's own
-    /// profiler is (a sample per 10 ms of each thread's CPU time).
+    /// One on-CPU tick, weighted by CPU time as the runtime's own profiler
+    /// is (a sample per 10 ms of each thread's CPU time).
     ///
-    /// A thread runnable at the tick (`/proc` state R) is on a CPU or
-    /// waiting for one; its scheduler times since it was last seen say
-    /// which is how likely: p = on-CPU / (on-CPU + waiting). Its sample
-    /// stands for `since x p` of CPU time, which over many ticks adds up to
-    /// the CPU time it used (a thread that always runs gets `since`, one
-    /// that shares a CPU with another gets half, a throttled one nothing).
-    /// Threads with no weight are not stopped at all. The others are
-    /// stopped one by one ([`Snapshot::take_on_cpu`]); one that does not
-    /// stop within a short budget is waiting for a CPU, and its weight is
-    /// carried to its next sample (its stack is then as likely to be
-    /// anywhere in its work as it would have been now).
-    fn sample_on_cpu(&mut self, since_ns: u64) -> Result<()> {
+    /// Each thread's CPU time is known exactly from the kernel
+    /// (`/proc/PID/task/TID/schedstat`); sampling only says what it was
+    /// spent on. At a tick, a thread that is runnable (`/proc` state R) and
+    /// used CPU since its CPU time was last given to a sample is stopped
+    /// ([`Snapshot::take_on_cpu`], one thread at a time) and its stack then
+    /// stands for all that CPU time. A thread that used none is not
+    /// stopped. One that does not stop within a short budget is waiting for
+    /// a CPU (more threads than cores, or a CPU quota): its CPU time waits
+    /// for its next sample, as does that of a thread sleeping at the tick.
+    /// So the profile's total is the CPU time the threads used (up to the
+    /// last sample of each), whatever the machine's load, and each thread's
+    /// time is spread over what it was seen doing.
+    fn sample_on_cpu(&mut self) -> Result<()> {
         let target = self.target;
         let threads = Snapshot::running_threads(target)?;
-        let mut weights: HashMap<i32, u64> = HashMap::new();
+        let mut readings: HashMap<i32, (ThreadCpu, u64)> = HashMap::new();
         let mut chosen = Vec::new();
-        let mut without_goroutine = 0;
         for t in threads {
             if target.thread_state(t.tid) != Some('R') {
                 continue;
@@ -513,17 +477,20 @@ impl<'t> Sampler<'t> {
             let Some(now) = target.thread_cpu(t.tid) else {
                 continue;
             };
-            let before = self.thread_cpu.insert(t.tid, now);
-            let weight = on_cpu_weight(since_ns, before, now);
-            if weight == 0 {
-                continue;
+            if t.goroutine.is_some() {
+                self.runs_goroutines.insert(t.tid);
             }
-            weights.insert(t.tid, weight);
-            chosen.push(t);
+            // First seen: its CPU time counts from now on.
+            let last = *self.thread_cpu.entry(t.tid).or_insert(now);
+            let used = now.on_cpu_ns.saturating_sub(last.on_cpu_ns);
+            if used > 0 {
+                readings.insert(t.tid, (now, used));
+                chosen.push(t);
+            }
         }
         if self.thread_cpu.len() > 4 * MAX_TRACKED_THREADS {
             self.thread_cpu.clear();
-            self.carried.clear();
+            self.runs_goroutines.clear();
         }
         if chosen.is_empty() {
             return Ok(());
@@ -531,28 +498,29 @@ impl<'t> Sampler<'t> {
         let budget = (self.interval() / 4).min(STOP_BUDGET);
         let taken = Snapshot::take_on_cpu(target, &chosen, self.native.is_some(), budget)?;
         self.profile.paused += taken.snapshot.pause.unwrap_or_default();
-        for tid in &taken.not_stopped {
-            if let Some(w) = weights.get(tid) {
-                let carried = self.carried.entry(*tid).or_default();
-                *carried = (*carried + w).min(MAX_CARRIED_NS);
-            }
-        }
         let snapshot = &taken.snapshot;
         let mut by_goroutine: HashMap<u64, u64> = HashMap::new();
+        let mut without_goroutine = 0;
         for &tid in &taken.stopped {
-            let weight =
-                weights.get(&tid).copied().unwrap_or(0) + self.carried.remove(&tid).unwrap_or(0);
-            let g = snapshot
-                .machines
-                .iter()
-                .find(|m| m.tid == tid as u64)
-                .and_then(|m| snapshot.goroutines.iter().find(|g| g.m == m.addr));
-            match g {
-                Some(g) => *by_goroutine.entry(g.addr).or_default() += weight,
-                // The scheduler, or the runtime's own work on an M without
-                // a goroutine: nothing of the program's to unwind.
-                None => without_goroutine += weight,
+            let Some(&(now, used)) = readings.get(&tid) else {
+                continue;
+            };
+            let Some(m) = snapshot.machines.iter().find(|m| m.tid == tid as u64) else {
+                continue;
+            };
+            match snapshot.goroutines.iter().find(|g| g.m == m.addr) {
+                Some(g) => *by_goroutine.entry(g.addr).or_default() += used,
+                // A thread that runs goroutines, between two: caught there
+                // more often than it is there, because a thread woken to
+                // run a goroutine is runnable in the scheduler until it
+                // gets a CPU, and gets one as soon as gospy stops another.
+                // Its CPU time waits for a sample with a goroutine.
+                None if self.runs_goroutines.contains(&tid) => continue,
+                // A thread never seen with a goroutine (sysmon): runtime
+                // work with nothing of the program's to unwind.
+                None => without_goroutine += used,
             }
+            self.thread_cpu.insert(tid, now);
         }
         if without_goroutine > 0 {
             let stack = Stack {
