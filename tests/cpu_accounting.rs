@@ -22,6 +22,9 @@ const KINDS: [&str; 5] = [
 
 const WINDOW_SECS: u32 = 5;
 
+/// Longer under a CPU quota: half the samples per second.
+const QUOTA_WINDOW_SECS: u32 = 10;
+
 /// A profile as `go tool pprof -traces` shows it: (seconds, functions).
 fn traces(tc: &Toolchain, file: &Path) -> Result<Vec<(f64, Vec<String>)>, String> {
     let out = Command::new(&tc.go)
@@ -100,14 +103,50 @@ fn tmp(name: &str) -> PathBuf {
     path
 }
 
+/// One comparison: the runtime's and gospy's profiles of the same window,
+/// gospy's summary line, and the CPU time `/proc` says the target used.
+struct Comparison {
+    runtime: Shares,
+    gospy: Shares,
+    stderr: String,
+    proc_cpu_secs: f64,
+}
+
+/// utime + stime of `pid`, in seconds.
+fn proc_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat; `after` starts at field 3.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
 /// Records the fixture with gospy and with the runtime over the same
 /// window; returns (runtime, gospy) as (total seconds, shares).
 fn compare(tc: &Toolchain, gomaxprocs: usize, extra: &[&str]) -> Result<(Shares, Shares), String> {
+    compare_with(tc, gomaxprocs, "200", WINDOW_SECS, extra, &|_| Ok(()))
+        .map(|c| (c.runtime, c.gospy))
+}
+
+/// [`compare`] at `rate` Hz, calling `prepare(pid)` once the fixture runs.
+fn compare_with(
+    tc: &Toolchain,
+    gomaxprocs: usize,
+    rate: &str,
+    window_secs: u32,
+    extra: &[&str],
+    prepare: &dyn Fn(u32) -> Result<(), String>,
+) -> Result<Comparison, String> {
     let bin = build_fixture("cpukinds", tc, BuildMode::Default);
     let tag = format!("go{}-{gomaxprocs}{}", tc.version, extra.join(""));
     let runtime_file = tmp(&format!("runtime-{tag}.pprof"));
     let gospy_file = tmp(&format!("gospy-{tag}.pprof"));
-    let window = format!("{WINDOW_SECS}s");
+    let window = format!("{window_secs}s");
     let mut target = Target::start_with_env(
         &bin,
         &[
@@ -118,19 +157,22 @@ fn compare(tc: &Toolchain, gomaxprocs: usize, extra: &[&str]) -> Result<(Shares,
         ],
         &[("GOMAXPROCS", &gomaxprocs.to_string())],
     );
+    prepare(target.pid())?;
     std::thread::sleep(Duration::from_millis(500));
     let pid = target.pid().to_string();
-    let duration = WINDOW_SECS.to_string();
+    let duration = window_secs.to_string();
     let mut args = vec![
-        "record", "--pid", &pid, "-d", &duration, "-r", "200", "-f", "pprof", "-o",
+        "record", "--pid", &pid, "-d", &duration, "-r", rate, "-f", "pprof", "-o",
     ];
     let out_path = gospy_file.to_str().unwrap().to_string();
     args.push(&out_path);
     args.extend_from_slice(extra);
+    let cpu_before = proc_cpu_secs(target.pid());
     // SAFETY: kill sends a signal to our own child.
     let rc = unsafe { libc::kill(target.pid() as libc::pid_t, libc::SIGUSR1) };
     assert_eq!(rc, 0);
     let out = run_gospy(&args);
+    let proc_cpu = proc_cpu_secs(target.pid()) - cpu_before;
     if !out.status.success() {
         return Err(format!(
             "gospy record failed: {}",
@@ -138,9 +180,12 @@ fn compare(tc: &Toolchain, gomaxprocs: usize, extra: &[&str]) -> Result<(Shares,
         ));
     }
     target.wait_for("PROFILED", Duration::from_secs(30));
-    let runtime = shares(&traces(tc, &runtime_file)?);
-    let gospy = shares(&traces(tc, &gospy_file)?);
-    Ok((runtime, gospy))
+    Ok(Comparison {
+        runtime: shares(&traces(tc, &runtime_file)?),
+        gospy: shares(&traces(tc, &gospy_file)?),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        proc_cpu_secs: proc_cpu,
+    })
 }
 
 fn describe(label: &str, (total, shares): &Shares) -> String {
@@ -204,6 +249,125 @@ fn on_cpu_time_agrees_with_the_runtimes_profiler() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A cgroup v1 CPU controller group (this machine's kind has v1 mounted at
+/// /sys/fs/cgroup/cpu) with a quota of one core, removed on drop.
+struct OneCoreGroup(PathBuf);
+
+impl OneCoreGroup {
+    fn new() -> Result<OneCoreGroup, String> {
+        let dir = PathBuf::from(format!(
+            "/sys/fs/cgroup/cpu/gospy-test-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            format!(
+                "cannot create {} ({e}): this test needs root and the cgroup v1 CPU \
+                 controller at /sys/fs/cgroup/cpu",
+                dir.display()
+            )
+        })?;
+        let group = OneCoreGroup(dir);
+        group.write("cpu.cfs_period_us", "100000")?;
+        group.write("cpu.cfs_quota_us", "100000")?;
+        Ok(group)
+    }
+
+    fn write(&self, file: &str, value: &str) -> Result<(), String> {
+        std::fs::write(self.0.join(file), value)
+            .map_err(|e| format!("writing {value} to {}/{file}: {e}", self.0.display()))
+    }
+
+    /// Moves every thread of process `pid` into the group.
+    fn add(&self, pid: u32) -> Result<(), String> {
+        self.write("cgroup.procs", &pid.to_string())
+    }
+
+    fn throttled(&self) -> u64 {
+        std::fs::read_to_string(self.0.join("cpu.stat"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("nr_throttled "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for OneCoreGroup {
+    fn drop(&mut self) {
+        // The fixture is gone by now (killed when its Target dropped);
+        // a group with no process in it can be removed.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A container-like CPU limit: a quota of one core with GOMAXPROCS=2, so
+/// the target's threads are throttled for part of every 100 ms period. A
+/// throttled thread cannot stop until its quota refills: gospy must not
+/// hold the program stopped for it (the old design paused the target 36%
+/// of the time here), must reach its rate, and must still count the CPU
+/// time the target really used (`/proc`: the runtime's own profiler loses
+/// samples under throttling, so it is not the reference for the total).
+#[test]
+fn cpu_quota_neither_freezes_the_target_nor_skews_the_profile() {
+    let tc = newest_toolchain();
+    let _lock = start_exclusive_lock();
+    let group = OneCoreGroup::new().unwrap_or_else(|e| panic!("{e}"));
+    let c = compare_with(&tc, 2, "100", QUOTA_WINDOW_SECS, &[], &|pid| group.add(pid))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "{}\n{}\n/proc: {:.2} s of CPU\n{}",
+        describe("runtime", &c.runtime),
+        describe("gospy  ", &c.gospy),
+        c.proc_cpu_secs,
+        c.stderr
+    );
+    eprintln!("{text}");
+    assert!(group.throttled() > 10, "the quota did not throttle: {text}");
+    let ratio = c.gospy.0 / c.proc_cpu_secs.max(1e-9);
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "total CPU ratio {ratio:.2}: {text}"
+    );
+    let worst = c
+        .runtime
+        .1
+        .iter()
+        .zip(&c.gospy.1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst <= 10.0, "worst share difference {worst:.1}: {text}");
+    // "collected N ticks, ...; target threads stopped P ms in total".
+    let line = c
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("collected "))
+        .unwrap_or("");
+    let ticks: u64 = line
+        .strip_prefix("collected ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let stopped_ms: f64 = line
+        .split_once("target threads stopped ")
+        .and_then(|(_, r)| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(f64::MAX);
+    let window_ms = f64::from(QUOTA_WINDOW_SECS) * 1000.0;
+    assert!(
+        stopped_ms <= window_ms / 100.0,
+        "threads stopped {stopped_ms} ms in {window_ms} ms: {text}"
+    );
+    assert!(
+        ticks as f64 >= 0.9 * 100.0 * f64::from(QUOTA_WINDOW_SECS),
+        "{ticks} ticks at 100 Hz: {text}"
+    );
 }
 
 /// One CPU-heavy test at a time: they measure the machine.
