@@ -90,9 +90,10 @@ impl Grouping {
 pub struct FunctionRow {
     /// As the runtime prints it.
     pub function: Arc<str>,
-    /// Samples with this function as the leaf.
+    /// CPU time (ns) of samples with this function as the leaf.
     pub own: u64,
-    /// Samples with this function anywhere on the stack (once per sample).
+    /// CPU time (ns) of samples with this function anywhere on the stack
+    /// (once per sample).
     pub total: u64,
 }
 
@@ -109,22 +110,18 @@ pub struct FunctionTable {
 }
 
 impl FunctionTable {
-    /// The CPU time `count` samples stand for: each tick stands for the
-    /// time to the next one.
-    pub fn seconds(&self, count: u64) -> f64 {
-        if self.ticks == 0 {
-            0.0
-        } else {
-            count as f64 * self.seconds / self.ticks as f64
-        }
+    /// The CPU time, in seconds, of `nanos` (a row's `own` or `total`).
+    pub fn seconds(&self, nanos: u64) -> f64 {
+        nanos as f64 / 1e9
     }
 
-    /// `count` as a percentage of the ticks.
-    pub fn percent(&self, count: u64) -> f64 {
-        if self.ticks == 0 {
+    /// `nanos` of CPU time as a percentage of the wall time the table
+    /// covers: 100% is one CPU busy the whole time.
+    pub fn percent(&self, nanos: u64) -> f64 {
+        if self.seconds <= 0.0 {
             0.0
         } else {
-            count as f64 * 100.0 / self.ticks as f64
+            nanos as f64 / 1e9 * 100.0 / self.seconds
         }
     }
 }
