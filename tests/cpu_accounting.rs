@@ -251,26 +251,44 @@ fn on_cpu_time_agrees_with_the_runtimes_profiler() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// A cgroup v1 CPU controller group (this machine's kind has v1 mounted at
-/// /sys/fs/cgroup/cpu) with a quota of one core, removed on drop.
+/// A cgroup with a CPU quota of one core, removed on drop: cgroup v1's CPU
+/// controller at /sys/fs/cgroup/cpu (this machine's kind), else cgroup v2's
+/// `cpu.max` under /sys/fs/cgroup.
 struct OneCoreGroup(PathBuf);
 
 impl OneCoreGroup {
     fn new() -> Result<OneCoreGroup, String> {
-        let dir = PathBuf::from(format!(
-            "/sys/fs/cgroup/cpu/gospy-test-{}",
-            std::process::id()
-        ));
+        let name = format!("gospy-test-{}", std::process::id());
+        let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
+        let v2 = PathBuf::from("/sys/fs/cgroup");
+        let v2_has_cpu = std::fs::read_to_string(v2.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"));
+        let (dir, v1_mode) = if v1.join("cpu.cfs_quota_us").exists() {
+            (v1.join(&name), true)
+        } else if v2_has_cpu {
+            // Children get the cpu controller only if the parent delegates it.
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+cpu");
+            (v2.join(&name), false)
+        } else {
+            return Err(
+                "this test needs cgroup v1's CPU controller at /sys/fs/cgroup/cpu or \
+                        cgroup v2 with the cpu controller at /sys/fs/cgroup"
+                    .into(),
+            );
+        };
         std::fs::create_dir_all(&dir).map_err(|e| {
             format!(
-                "cannot create {} ({e}): this test needs root and the cgroup v1 CPU \
-                 controller at /sys/fs/cgroup/cpu",
+                "cannot create {} ({e}): this test needs root",
                 dir.display()
             )
         })?;
         let group = OneCoreGroup(dir);
-        group.write("cpu.cfs_period_us", "100000")?;
-        group.write("cpu.cfs_quota_us", "100000")?;
+        if v1_mode {
+            group.write("cpu.cfs_period_us", "100000")?;
+            group.write("cpu.cfs_quota_us", "100000")?;
+        } else {
+            group.write("cpu.max", "100000 100000")?;
+        }
         Ok(group)
     }
 
