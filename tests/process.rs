@@ -21,11 +21,20 @@ struct Target {
 
 impl Target {
     fn spawn(cmd: &mut Command) -> Target {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn target");
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        // A binary this test process just wrote can be "busy" for a moment:
+        // another test's fork may still hold the write descriptor until its
+        // exec (ETXTBSY). Retry briefly.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.expect("spawn target"),
+            }
+        };
         let stdout = child.stdout.take().map(BufReader::new);
         Target { child, stdout }
     }
