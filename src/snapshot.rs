@@ -212,8 +212,7 @@ impl Snapshot {
     /// its registers, goroutine and stack copied, and let go at once, so a
     /// thread is stopped for tens of microseconds whatever the others do.
     /// A thread that has not stopped by `budget` is not on a CPU (runnable,
-    /// waiting for one or throttled by a CPU quota) and is left out; its id
-    /// is in [`OnCpuSnapshot::not_stopped`].
+    /// waiting for one or throttled by a CPU quota) and is left out.
     ///
     /// A goroutine in a system call or cgo call (running C code, or busy in
     /// the kernel) gets its Go stack copied from `g.syscallsp` and is listed
@@ -243,15 +242,8 @@ impl Snapshot {
             copied?;
             stopped.push(tid);
         }
-        let not_stopped = stops.not_stopped();
         let paused = stops.finish();
         state.monotonic_ns = monotonic_now_ns();
-        state.machines = threads.iter().map(|t| t.machine.clone()).collect();
-        for t in &mut state.machines {
-            if let Some(fresh) = state.fresh_machines.iter().find(|m| m.addr == t.addr) {
-                *t = fresh.clone();
-            }
-        }
         Ok(OnCpuSnapshot {
             snapshot: state.into_snapshot(
                 StackMemory {
@@ -262,7 +254,6 @@ impl Snapshot {
                 PcSet::default(),
             ),
             stopped,
-            not_stopped,
         })
     }
 
@@ -297,8 +288,6 @@ impl Memory for StackMemory {
 struct RuntimeState {
     goroutines: Vec<Goroutine>,
     machines: Vec<Machine>,
-    /// Ms read again while their thread was stopped ([`Snapshot::take_on_cpu`]).
-    fresh_machines: Vec<Machine>,
     contexts: HashMap<u64, ThreadContext>,
     monotonic_ns: i64,
     native_registers: HashMap<u64, crate::process::ptrace::Registers>,
@@ -322,10 +311,9 @@ pub struct RunningThread {
 /// thread-time the stopped threads spent stopped, summed.
 pub struct OnCpuSnapshot {
     pub snapshot: Snapshot,
-    /// Threads that stopped and were copied.
+    /// Threads that stopped and were copied; `snapshot.machines` holds
+    /// their Ms, as read while they were stopped where that was needed.
     pub stopped: Vec<i32>,
-    /// Threads that had not stopped within the budget: not on a CPU.
-    pub not_stopped: Vec<i32>,
 }
 
 /// Copies, while `thread` is stopped with `regs`, the goroutine it runs and
@@ -372,11 +360,11 @@ fn copy_stopped_thread(
             m.tid = machine.tid;
             machine = m;
         }
-        state.fresh_machines.push(machine.clone());
         if machine.curg != 0 {
             g = read_g(machine.curg)?.filter(|g| !g.status.is_dead());
         }
     }
+    state.machines.push(machine.clone());
     let Some(mut g) = g else {
         return Ok(()); // in the scheduler, between goroutines
     };

@@ -93,10 +93,10 @@ impl Target {
         self.thread_states.state(tid)
     }
 
-    /// Scheduler times of thread `tid` (time on a CPU, time waiting for
-    /// one), None if it is gone. Cheap to ask again for the same thread.
-    pub fn thread_cpu(&self, tid: i32) -> Option<crate::process::ThreadCpu> {
-        self.thread_states.cpu(tid)
+    /// CPU time thread `tid` has used so far, in ns; None if it is gone.
+    /// Cheap to ask again for the same thread.
+    pub fn thread_cpu_ns(&self, tid: i32) -> Option<u64> {
+        self.thread_states.cpu_ns(tid)
     }
 
     /// gospy's id of the thread the target's runtime knows as `tid`

@@ -387,9 +387,3 @@ fn cpu_quota_neither_freezes_the_target_nor_skews_the_profile() {
         "{ticks} ticks at 100 Hz: {text}"
     );
 }
-
-/// One CPU-heavy test at a time: they measure the machine.
-fn start_exclusive_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}

@@ -39,13 +39,6 @@ fn start_exclusive(bin: &std::path::Path) -> (std::sync::MutexGuard<'static, ()>
     (guard, Target::start(bin, &[]))
 }
 
-/// The lock [`start_exclusive`] holds, for tests that start their target
-/// themselves.
-fn start_exclusive_lock() -> std::sync::MutexGuard<'static, ()> {
-    static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Runs `gospy record --pid PID --duration SECONDS --format FORMAT -o OUT
 /// extra...` and returns the output file's contents, or an error with
 /// gospy's output if it failed, wrote nothing, took far from `seconds`, or

@@ -139,13 +139,8 @@ impl Binary {
                     (layout, LayoutSource::Dwarf, pclntab)
                 }
                 Some(Err(dwarf_error)) => {
-                    let (layout, matched, pclntab) =
-                        table_layout(&image, &go_version).map_err(|e| match e {
-                            Error::Unsupported { reason, .. } => unsupported(format!(
-                                "its DWARF is unreadable ({dwarf_error}) and {reason}"
-                            )),
-                            other => other,
-                        })?;
+                    let why = format!("the binary's DWARF is unreadable ({dwarf_error})");
+                    let (layout, matched, pclntab) = table_layout(&image, &go_version, &why)?;
                     let source = LayoutSource::Table {
                         matched,
                         dwarf_error: Some(dwarf_error),
@@ -153,7 +148,8 @@ impl Binary {
                     (layout, source, pclntab)
                 }
                 None => {
-                    let (layout, matched, pclntab) = table_layout(&image, &go_version)?;
+                    let why = "the binary has no DWARF";
+                    let (layout, matched, pclntab) = table_layout(&image, &go_version, why)?;
                     let source = LayoutSource::Table {
                         matched,
                         dwarf_error: None,
@@ -173,18 +169,18 @@ impl Binary {
     }
 }
 
-/// The layout of a binary without (usable) DWARF: gospy's built-in table
-/// for `version`, with the runtime's globals found in its code.
+/// The layout of a binary without usable DWARF (`no_dwarf` says why, for
+/// errors): gospy's built-in table for `version`, with the runtime's
+/// globals found in its code.
 fn table_layout(
     image: &Arc<ElfImage>,
     version: &GoVersion,
+    no_dwarf: &str,
 ) -> Result<(Layout, LayoutMatch, Pclntab)> {
     let path = || image.path.clone();
     let (mut layout, matched) = Layout::for_version(version).map_err(|e| Error::Unsupported {
         path: path(),
-        reason: format!(
-            "{e}; the binary has no DWARF: a debug build of it can be given with --bin PATH"
-        ),
+        reason: format!("{e}; {no_dwarf}: a debug build of it can be given with --bin PATH"),
     })?;
     let (_, pclntab) =
         globals::load_pclntab(Arc::clone(image), version).map_err(|reason| Error::BadBinary {
@@ -195,8 +191,8 @@ fn table_layout(
         globals::find_globals(image, &pclntab, version).map_err(|e| Error::Unsupported {
             path: path(),
             reason: format!(
-                "no symbols or DWARF, and the runtime's globals could not be found in its code \
-             ({e}); give a debug build of it with --bin PATH"
+                "{no_dwarf}, and the runtime's globals could not be found in its code ({e}); \
+                 give a debug build of it with --bin PATH"
             ),
         })?;
     layout.globals = found.to_layout_globals();

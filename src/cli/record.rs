@@ -311,8 +311,8 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
     }
     if profile.unattributed_nanos > 0 && !args.idle {
         eprintln!(
-            "gospy: {:.3} s of the CPU time measured could not be given a stack (threads \
-             between goroutines, or not stopped before the end)",
+            "gospy: {:.3} s of the CPU time sampled could not be given a stack (goroutines \
+             whose stack could not be unwound)",
             profile.unattributed_nanos as f64 / 1e9
         );
     }

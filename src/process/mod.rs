@@ -302,17 +302,6 @@ enum ThreadFile {
     Schedstat,
 }
 
-/// A thread's scheduler times so far (`/proc/PID/task/TID/schedstat`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ThreadCpu {
-    /// Time on a CPU, in ns (the kernel's `sum_exec_runtime`, updated at
-    /// each scheduler tick and context switch).
-    pub on_cpu_ns: u64,
-    /// Time runnable but waiting for a CPU (a run queue, or a cgroup CPU
-    /// quota's throttling), in ns.
-    pub waiting_ns: u64,
-}
-
 /// Open stat files kept at most (a program that churns threads would
 /// otherwise grow the map without bound).
 const MAX_OPEN_STAT_FILES: usize = 4096;
@@ -333,9 +322,10 @@ impl ThreadStates {
         parse_stat(std::str::from_utf8(&buf[..n]).ok()?).map(|s| s.state)
     }
 
-    /// Scheduler times of thread `tid`, None if it is gone (or the kernel
-    /// has no schedstat files).
-    pub fn cpu(&self, tid: i32) -> Option<ThreadCpu> {
+    /// CPU time thread `tid` has used so far, in ns (the kernel's
+    /// `sum_exec_runtime`, updated at each scheduler tick and context
+    /// switch); None if it is gone (or the kernel has no schedstat files).
+    pub fn cpu_ns(&self, tid: i32) -> Option<u64> {
         let mut buf = [0u8; 128];
         let n = self.read(tid, ThreadFile::Schedstat, &mut buf)?;
         parse_schedstat(std::str::from_utf8(&buf[..n]).ok()?)
@@ -370,13 +360,13 @@ impl ThreadStates {
     }
 }
 
-/// Parses `/proc/.../schedstat`: "on-CPU ns, waiting ns, timeslices".
-fn parse_schedstat(text: &str) -> Option<ThreadCpu> {
+/// The on-CPU ns of `/proc/.../schedstat` ("on-CPU ns, waiting ns,
+/// timeslices").
+fn parse_schedstat(text: &str) -> Option<u64> {
     let mut fields = text.split_ascii_whitespace();
-    Some(ThreadCpu {
-        on_cpu_ns: fields.next()?.parse().ok()?,
-        waiting_ns: fields.next()?.parse().ok()?,
-    })
+    let on_cpu = fields.next()?.parse().ok()?;
+    fields.next()?.parse::<u64>().ok()?;
+    Some(on_cpu)
 }
 
 /// One field of `/proc/PID/status`, e.g. `status_field(pid, "TracerPid:")`.
@@ -449,22 +439,16 @@ mod tests {
         let states = ThreadStates::new(pid);
         // SAFETY: gettid has no preconditions.
         let cpu = states
-            .cpu(unsafe { libc::gettid() })
+            .cpu_ns(unsafe { libc::gettid() })
             .expect("own schedstat");
         let spin = std::time::Instant::now();
         while spin.elapsed() < std::time::Duration::from_millis(30) {
             std::hint::spin_loop();
         }
         // SAFETY: as above.
-        let later = states.cpu(unsafe { libc::gettid() }).unwrap();
-        assert!(later.on_cpu_ns > cpu.on_cpu_ns, "{cpu:?} -> {later:?}");
-        assert_eq!(
-            parse_schedstat("123 456 7\n"),
-            Some(ThreadCpu {
-                on_cpu_ns: 123,
-                waiting_ns: 456
-            })
-        );
+        let later = states.cpu_ns(unsafe { libc::gettid() }).unwrap();
+        assert!(later > cpu, "{cpu} -> {later}");
+        assert_eq!(parse_schedstat("123 456 7\n"), Some(123));
         assert_eq!(parse_schedstat("garbage"), None);
         // SAFETY: gettid has no preconditions.
         let me = unsafe { libc::gettid() };

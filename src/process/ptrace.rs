@@ -101,6 +101,17 @@ impl From<libc::user_regs_struct> for Registers {
     }
 }
 
+impl StopKind {
+    /// The signal to re-inject when letting a thread in this stop go: the
+    /// one that was about to be delivered, if any.
+    fn pending_signal(self) -> i32 {
+        match self {
+            StopKind::Signal(s) => s,
+            _ => 0,
+        }
+    }
+}
+
 impl Registers {
     /// True when the thread stopped inside a system call (`orig_rax` holds
     /// its number); `rip` is then just after the `syscall` instruction.
@@ -271,15 +282,10 @@ impl Pause {
         let mut known: std::collections::HashSet<i32> = std::collections::HashSet::new();
         loop {
             let tids = match only {
-                // tgkill with signal 0 checks that the thread is one of the
-                // process's (a tid alone could be another process's now).
                 Some(only) => only
                     .iter()
                     .copied()
-                    // SAFETY: signal 0 sends nothing; it only checks.
-                    .filter(
-                        |&tid| unsafe { libc::syscall(libc::SYS_tgkill, self.pid, tid, 0) } == 0,
-                    )
+                    .filter(|&tid| is_thread_of(self.pid, tid))
                     .collect(),
                 None => match list_tasks(self.pid) {
                     Ok(t) => t,
@@ -344,61 +350,66 @@ impl Pause {
     }
 }
 
+/// Whether `tid` is a live thread of process `pid` (a tid alone could be
+/// another process's by now).
+fn is_thread_of(pid: i32, tid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing; tgkill only checks.
+    unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) == 0 }
+}
+
 /// PTRACE_SEIZE thread `tid` of `pid` (or adopt it if it is a leftover of
 /// an earlier stop, still with an interrupt pending).
 fn seize(pid: i32, tid: i32) -> Result<State> {
-    {
-        // A thread left over from an earlier pause is still ours, with an
-        // interrupt pending: just wait for it again.
-        let adopted = LEFTOVERS.with(|l| {
-            let mut l = l.borrow_mut();
-            match l.iter().position(|&t| t == tid) {
-                Some(i) => {
-                    l.swap_remove(i);
-                    true
-                }
-                None => false,
+    // A thread left over from an earlier pause is still ours, with an
+    // interrupt pending: just wait for it again.
+    let adopted = LEFTOVERS.with(|l| {
+        let mut l = l.borrow_mut();
+        match l.iter().position(|&t| t == tid) {
+            Some(i) => {
+                l.swap_remove(i);
+                true
             }
-        });
-        if adopted {
-            return Ok(State::Waiting);
+            None => false,
         }
-        // SAFETY: plain ptrace request.
-        let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, 0usize) };
-        if r == 0 {
-            return Ok(State::Waiting);
-        }
-        match errno() {
-            libc::ESRCH => Ok(State::Gone),
-            libc::EPERM | libc::EACCES => {
-                // An exiting thread (zombie) cannot be attached: skip it.
-                match thread_state(pid, tid) {
-                    None | Some('Z') | Some('X') => return Ok(State::Gone),
-                    _ => {}
-                }
-                let status = format!("/proc/{}/task/{tid}/status", pid);
-                if let Some(tracer) = other_tracer(&status) {
-                    return Err(traced_error(pid, tracer));
-                }
-                if let Some(tracer) = super::status_field_at(&status, "TracerPid:")
-                    .and_then(|s| s.parse::<i32>().ok())
-                    .filter(|&t| t != 0)
-                {
-                    return Err(Error::Other(format!(
-                        "process {} is already paused by this gospy (thread {tracer})",
-                        pid
-                    )));
-                }
-                Err(Error::PermissionDenied {
-                    pid,
-                    operation: "attach to".into(),
-                })
+    });
+    if adopted {
+        return Ok(State::Waiting);
+    }
+    // SAFETY: plain ptrace request.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, 0usize) };
+    if r == 0 {
+        return Ok(State::Waiting);
+    }
+    match errno() {
+        libc::ESRCH => Ok(State::Gone),
+        libc::EPERM | libc::EACCES => {
+            // An exiting thread (zombie) cannot be attached: skip it.
+            match thread_state(pid, tid) {
+                None | Some('Z') | Some('X') => return Ok(State::Gone),
+                _ => {}
             }
-            e => Err(Error::io(
-                format!("PTRACE_SEIZE of thread {tid} of process {}", pid),
-                std::io::Error::from_raw_os_error(e),
-            )),
+            let status = format!("/proc/{}/task/{tid}/status", pid);
+            if let Some(tracer) = other_tracer(&status) {
+                return Err(traced_error(pid, tracer));
+            }
+            if let Some(tracer) = super::status_field_at(&status, "TracerPid:")
+                .and_then(|s| s.parse::<i32>().ok())
+                .filter(|&t| t != 0)
+            {
+                return Err(Error::Other(format!(
+                    "process {} is already paused by this gospy (thread {tracer})",
+                    pid
+                )));
+            }
+            Err(Error::PermissionDenied {
+                pid,
+                operation: "attach to".into(),
+            })
         }
+        e => Err(Error::io(
+            format!("PTRACE_SEIZE of thread {tid} of process {}", pid),
+            std::io::Error::from_raw_os_error(e),
+        )),
     }
 }
 
@@ -524,10 +535,7 @@ impl Pause {
         for t in &mut self.tracees {
             match t.state {
                 State::Stopped(kind) => {
-                    let sig = match kind {
-                        StopKind::Signal(s) => s,
-                        _ => 0,
-                    };
+                    let sig = kind.pending_signal();
                     detach(t.tid, sig);
                 }
                 // Maybe it stopped by now.
@@ -595,9 +603,7 @@ impl ThreadStops {
             _not_send: PhantomData,
         };
         for &tid in tids {
-            // SAFETY: signal 0 sends nothing; it checks that the thread is
-            // one of the process's (a tid alone could be reused).
-            if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) } != 0 {
+            if !is_thread_of(pid, tid) {
                 continue;
             }
             let state = seize(pid, tid)?;
@@ -666,10 +672,7 @@ impl ThreadStops {
     pub fn release(&mut self, tid: i32) {
         if let Some((t, since)) = self.tracees.iter_mut().find(|(t, _)| t.tid == tid) {
             if let State::Stopped(kind) = t.state {
-                let sig = match kind {
-                    StopKind::Signal(s) => s,
-                    _ => 0,
-                };
+                let sig = kind.pending_signal();
                 detach(tid, sig);
                 self.stopped_time += since.elapsed();
                 t.state = State::Gone;
@@ -682,16 +685,6 @@ impl ThreadStops {
         if !any_stopped {
             self.boost = None;
         }
-    }
-
-    /// The threads that had not stopped by the deadline (runnable but not
-    /// on a CPU), so were not sampled.
-    pub fn not_stopped(&self) -> Vec<i32> {
-        self.tracees
-            .iter()
-            .filter(|(t, _)| t.state == State::Waiting)
-            .map(|(t, _)| t.tid)
-            .collect()
     }
 
     /// Lets every thread go (threads that have not stopped yet become
@@ -840,10 +833,7 @@ fn decode_stop(status: libc::c_int) -> StopKind {
 fn let_go_or_leave_over(tid: i32) {
     match wait_nohang(tid) {
         WaitResult::Stopped(kind) => {
-            let sig = match kind {
-                StopKind::Signal(s) => s,
-                _ => 0,
-            };
+            let sig = kind.pending_signal();
             detach(tid, sig);
         }
         WaitResult::Gone => {}
@@ -862,10 +852,7 @@ fn detach(tid: i32, sig: i32) {
             WaitResult::Gone => {}
             WaitResult::Nothing => LEFTOVERS.with(|l| l.borrow_mut().push(tid)),
             WaitResult::Stopped(kind) => {
-                let sig = match kind {
-                    StopKind::Signal(s) => s,
-                    _ => 0,
-                };
+                let sig = kind.pending_signal();
                 // SAFETY: as above.
                 unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, sig as usize) };
             }
@@ -904,10 +891,7 @@ fn cleanup_leftovers() {
             WaitResult::Nothing => true,
             WaitResult::Gone => false,
             WaitResult::Stopped(kind) => {
-                let sig = match kind {
-                    StopKind::Signal(s) => s,
-                    _ => 0,
-                };
+                let sig = kind.pending_signal();
                 detach(tid, sig);
                 false
             }

@@ -18,7 +18,6 @@ use crate::goroutines::read_labels;
 use crate::native::NativeUnwinder;
 use crate::process::memory::Memory;
 use crate::process::ptrace::Registers;
-use crate::process::ThreadCpu;
 use crate::runtime::{self, GStatus, Goroutine};
 use crate::snapshot::{Snapshot, SnapshotOptions};
 use crate::stack::name_for_print;
@@ -111,7 +110,7 @@ pub struct Weight {
     /// Times it was seen.
     pub samples: u64,
     /// The time those samples stand for: CPU time of on-CPU samples (see
-    /// [`Sampler::run_blocking`] and [`nonblocking`]), goroutine wall time
+    /// [`Sampler::sample_on_cpu`] and [`nonblocking`]), goroutine wall time
     /// with `--idle`.
     pub nanos: u64,
 }
@@ -140,9 +139,8 @@ pub struct Profile {
     pub idle: bool,
     /// Ticks (snapshots taken, or perf samples read).
     pub samples: u64,
-    /// On-CPU time measured but not attributed to a stack: threads that
-    /// used a CPU but were not seen running a goroutine when sampled (the
-    /// scheduler between goroutines), or not stopped before sampling ended.
+    /// Time sampled but not attributed to a stack: goroutines whose stack
+    /// could not be unwound at all.
     pub unattributed_nanos: u64,
     /// Snapshots that failed (the error of the last one is kept).
     pub errors: u64,
@@ -236,10 +234,9 @@ const MAX_NATIVE_FRAMES: usize = 128;
 /// memory of one that is no longer used can be reused for another.
 const LABEL_CACHE_SAMPLES: u64 = 100;
 
-/// The frame under which on-CPU time of threads running no goroutine is
-/// counted (the scheduler looking for work, runtime work of an M of its
-/// own); the runtime's profiler shows such time under `runtime.mstart`,
-/// `runtime.schedule`, `runtime.findRunnable`...
+/// The frame under which on-CPU time of threads never seen running a
+/// goroutine (`sysmon`) is counted; the runtime's own profiler does not
+/// sample those threads.
 pub const NO_GOROUTINE_FRAME: &str = "[runtime, no goroutine]";
 
 /// Longest a chosen thread is waited for at a tick: a thread on a CPU stops
@@ -247,9 +244,9 @@ pub const NO_GOROUTINE_FRAME: &str = "[runtime, no goroutine]";
 /// for a CPU.
 const STOP_BUDGET: Duration = Duration::from_millis(2);
 
-/// Threads whose scheduler times are remembered, roughly (the map is
-/// emptied beyond four times this, e.g. in a program that churns threads).
-const MAX_TRACKED_THREADS: usize = 10_000;
+/// Threads whose scheduler times are remembered: beyond this (a program
+/// that churns threads), the record is emptied and starts again.
+const MAX_TRACKED_THREADS: usize = 40_000;
 
 /// How often threads that were interrupted but had not stopped by a tick's
 /// stop budget are checked (they stop as soon as they get a CPU, and stay
@@ -299,9 +296,9 @@ struct Sampler<'t> {
     native: Option<NativeUnwinder>,
     /// Location index of each C frame, by (pc, innermost).
     native_location_ids: PcMap<(u64, bool), u32>,
-    /// Each thread's scheduler times when its CPU time was last given to a
-    /// sample (or when it was first seen).
-    thread_cpu: HashMap<i32, ThreadCpu>,
+    /// Each thread's CPU time (ns) when it was last given to a sample (or
+    /// when the thread was first seen).
+    thread_cpu: HashMap<i32, u64>,
     /// Threads seen running a goroutine at some tick.
     runs_goroutines: std::collections::HashSet<i32>,
     profile: Profile,
@@ -386,7 +383,7 @@ impl<'t> Sampler<'t> {
         stop: &dyn Fn() -> bool,
         progress: &mut dyn FnMut(&Profile),
     ) -> StopReason {
-        let interval = Duration::from_secs_f64(1.0 / self.options.rate.max(0.001));
+        let interval = self.interval();
         let started = Instant::now();
         let mut next = started;
         loop {
@@ -468,13 +465,13 @@ impl<'t> Sampler<'t> {
     fn sample_on_cpu(&mut self) -> Result<()> {
         let target = self.target;
         let threads = Snapshot::running_threads(target)?;
-        let mut readings: HashMap<i32, (ThreadCpu, u64)> = HashMap::new();
+        let mut readings: HashMap<i32, (u64, u64)> = HashMap::new();
         let mut chosen = Vec::new();
         for t in threads {
             if target.thread_state(t.tid) != Some('R') {
                 continue;
             }
-            let Some(now) = target.thread_cpu(t.tid) else {
+            let Some(now) = target.thread_cpu_ns(t.tid) else {
                 continue;
             };
             if t.goroutine.is_some() {
@@ -482,13 +479,13 @@ impl<'t> Sampler<'t> {
             }
             // First seen: its CPU time counts from now on.
             let last = *self.thread_cpu.entry(t.tid).or_insert(now);
-            let used = now.on_cpu_ns.saturating_sub(last.on_cpu_ns);
+            let used = now.saturating_sub(last);
             if used > 0 {
                 readings.insert(t.tid, (now, used));
                 chosen.push(t);
             }
         }
-        if self.thread_cpu.len() > 4 * MAX_TRACKED_THREADS {
+        if self.thread_cpu.len() > MAX_TRACKED_THREADS {
             self.thread_cpu.clear();
             self.runs_goroutines.clear();
         }

@@ -100,10 +100,8 @@ pub struct FunctionRow {
 /// Per-function counts over some samples.
 #[derive(Debug, Clone, Default)]
 pub struct FunctionTable {
-    /// Sampling ticks these counts cover: 100% is one goroutine on a CPU at
-    /// every tick.
-    pub ticks: u64,
-    /// Wall time the ticks were taken over.
+    /// Wall time the counts were taken over: 100% is one goroutine on a
+    /// CPU for all of it.
     pub seconds: f64,
     /// Unordered.
     pub rows: Vec<FunctionRow>,
@@ -138,13 +136,11 @@ struct StackFunctions {
 /// for the last interval and since the start.
 #[derive(Debug, Default)]
 pub struct FunctionCounter {
-    /// Count of each stack (by index in [`Profile::stacks`]) at the last
-    /// [`FunctionCounter::update`].
+    /// CPU time (ns) of each stack (by index in [`Profile::stacks`]) at the
+    /// last [`FunctionCounter::update`].
     seen: Vec<u64>,
     functions: Vec<StackFunctions>,
-    ticks_seen: u64,
     cumulative: HashMap<Arc<str>, (u64, u64)>,
-    cumulative_ticks: u64,
     cumulative_seconds: f64,
 }
 
@@ -154,13 +150,12 @@ impl FunctionCounter {
     pub fn update(&mut self, profile: &Profile, seconds: f64) -> FunctionTable {
         let mut interval: HashMap<Arc<str>, (u64, u64)> = HashMap::new();
         for (i, (stack, weight)) in profile.stacks.iter().enumerate() {
-            let count = &weight.nanos;
             if i == self.seen.len() {
                 self.seen.push(0);
                 self.functions.push(stack_functions(profile, stack));
             }
-            let delta = count.saturating_sub(self.seen[i]);
-            self.seen[i] = *count;
+            let delta = weight.nanos.saturating_sub(self.seen[i]);
+            self.seen[i] = weight.nanos;
             if delta == 0 {
                 continue;
             }
@@ -172,31 +167,23 @@ impl FunctionCounter {
                 interval.entry(name.clone()).or_default().1 += delta;
             }
         }
-        let ticks = profile.samples.saturating_sub(self.ticks_seen);
-        self.ticks_seen = profile.samples;
-        self.cumulative_ticks += ticks;
         self.cumulative_seconds += seconds;
         for (name, (own, total)) in &interval {
             let c = self.cumulative.entry(name.clone()).or_default();
             c.0 += own;
             c.1 += total;
         }
-        table(ticks, seconds, &interval)
+        table(seconds, &interval)
     }
 
     /// The counts since the start.
     pub fn cumulative(&self) -> FunctionTable {
-        table(
-            self.cumulative_ticks,
-            self.cumulative_seconds,
-            &self.cumulative,
-        )
+        table(self.cumulative_seconds, &self.cumulative)
     }
 }
 
-fn table(ticks: u64, seconds: f64, counts: &HashMap<Arc<str>, (u64, u64)>) -> FunctionTable {
+fn table(seconds: f64, counts: &HashMap<Arc<str>, (u64, u64)>) -> FunctionTable {
     FunctionTable {
-        ticks,
         seconds,
         rows: counts
             .iter()

@@ -33,7 +33,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// A value in `range` (which must not be empty).
+    /// A value below `n` (which must not be 0).
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }

@@ -62,3 +62,10 @@ pub use toolchain::{newest_toolchain, repo_root, toolchain, toolchains, Toolchai
 pub use traceback::{
     parse_traceback, strip_args, Ancestor, CreatedBy, RuntimeFrame, RuntimeGoroutine,
 };
+
+/// Held by a test that measures CPU time or shares (one at a time in a test
+/// binary: on a 2-core machine two of them plus gospy distort each other).
+pub fn start_exclusive_lock() -> std::sync::MutexGuard<'static, ()> {
+    static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
