@@ -164,7 +164,9 @@ fn wait_for_child(launched: &mut Launched) -> i32 {
         // A thread that died while a sample had it stopped must be reaped
         // by us, or the program stays a zombie.
         crate::process::ptrace::release_leftovers();
-        match launched.child.try_wait() {
+        let reaped = crate::process::ptrace::take_reaped_exit(pid as i32)
+            .map(std::process::ExitStatus::from_raw);
+        match reaped.map_or_else(|| launched.child.try_wait(), |s| Ok(Some(s))) {
             Ok(Some(status)) => {
                 if let Some(code) = status.code() {
                     if code != 0 {

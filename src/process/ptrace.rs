@@ -161,6 +161,12 @@ struct Tracee {
     state: State,
 }
 
+/// Exit statuses (`waitpid` form) that waiting on a traced thread consumed,
+/// by thread id. When the thread was the main thread of a process we
+/// started, this was the process's own exit status. Shared by all threads:
+/// the sampler's thread reaps, the launcher's thread asks.
+static REAPED_EXITS: std::sync::Mutex<Vec<(i32, libc::c_int)>> = std::sync::Mutex::new(Vec::new());
+
 thread_local! {
     /// Threads this OS thread attached to that had not stopped when their
     /// `Pause` ended, so could not be detached (a thread can only be
@@ -803,7 +809,15 @@ fn wait_nohang(tid: i32) -> WaitResult {
         if libc::WIFSTOPPED(status) {
             return WaitResult::Stopped(decode_stop(status));
         }
-        // WIFEXITED / WIFSIGNALED.
+        // WIFEXITED / WIFSIGNALED. For a thread-group leader that is a
+        // child of ours (launch mode) this reaped the whole process: keep
+        // its status for `take_reaped_exit`.
+        let mut reaped = REAPED_EXITS.lock().unwrap_or_else(|e| e.into_inner());
+        // Exits of other threads pile up too; only the latest few matter.
+        if reaped.len() >= 64 {
+            reaped.remove(0);
+        }
+        reaped.push((tid, status));
         return WaitResult::Gone;
     }
 }
@@ -858,6 +872,16 @@ fn detach(tid: i32, sig: i32) {
             }
         }
     }
+}
+
+/// The exit status (`waitpid` form) of `pid` if waiting on one of our
+/// traced threads reaped it: for a program gospy launched whose main thread
+/// was stopped for a sample as it exited, `waitpid(pid, __WALL)` returns
+/// the process's exit, which `Child::try_wait` then never sees.
+pub fn take_reaped_exit(pid: i32) -> Option<libc::c_int> {
+    let mut reaped = REAPED_EXITS.lock().unwrap_or_else(|e| e.into_inner());
+    let i = reaped.iter().position(|&(tid, _)| tid == pid)?;
+    Some(reaped.swap_remove(i).1)
 }
 
 /// Reaps or lets go threads left over from earlier pauses (ones that had
@@ -965,6 +989,36 @@ mod tests {
             StopKind::Signal(libc::SIGSTOP)
         );
         assert_eq!(decode_stop(stopped(34, 0)), StopKind::Signal(34));
+    }
+
+    /// A launched program whose main thread we trace as it exits: waiting
+    /// on the thread reaps the process, and its status must not be lost.
+    #[test]
+    fn exit_status_reaped_by_waiting_on_a_traced_thread_is_kept() {
+        use std::io::Write;
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "read line; exit 3"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // SAFETY: seizing our own child; it is detached by its exit.
+        let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, 0usize) };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match wait_nohang(pid) {
+                WaitResult::Gone => break,
+                WaitResult::Stopped(kind) => detach(pid, kind.pending_signal()),
+                WaitResult::Nothing => {}
+            }
+            assert!(Instant::now() < deadline, "the shell did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = take_reaped_exit(pid).expect("the exit status was kept");
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3);
+        assert_eq!(take_reaped_exit(pid), None, "taken once");
     }
 
     #[test]
