@@ -67,6 +67,8 @@ const MAX_FP_DISTANCE: u64 = 64 << 20;
 const RBX: usize = 3;
 const RBP: usize = 6;
 const RSP: usize = 7;
+const R12: usize = 12;
+const R14: usize = 14;
 const RA: usize = 16;
 const NREGS: usize = 17;
 /// Registers a callee must preserve: when CFI has no rule for one, the
@@ -94,6 +96,17 @@ pub struct NativeFrame {
     /// The mapped file as the target names it (its `/proc/PID/maps` path,
     /// `[vdso]` for the VDSO).
     pub module: Arc<str>,
+}
+
+/// Where native unwinding reached Go code: the pc and the callee-saved
+/// registers as the C frames restored them (None where the CFI lost them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoReturn {
+    pub pc: u64,
+    pub rbx: Option<u64>,
+    pub rbp: Option<u64>,
+    pub r12: Option<u64>,
+    pub r14: Option<u64>,
 }
 
 /// Unwinds the native stacks of one target's threads.
@@ -279,6 +292,30 @@ impl NativeUnwinder {
         stop_at: &dyn Fn(u64) -> bool,
         max_frames: usize,
     ) -> (Vec<NativeFrame>, Option<u64>) {
+        let (frames, go) = self.walk(regs, mem, stop_at, max_frames);
+        (frames, go.map(|g| g.pc))
+    }
+
+    /// Like [`unwind`](Self::unwind), but returns, with the Go pc reached,
+    /// the registers the C frames restored there: the callee-saved ones
+    /// (rbx, rbp, r12) are what the Go function that called into C had.
+    pub fn unwind_to_go(
+        &self,
+        regs: &Registers,
+        mem: &dyn Memory,
+        stop_at: &dyn Fn(u64) -> bool,
+        max_frames: usize,
+    ) -> (Vec<NativeFrame>, Option<GoReturn>) {
+        self.walk(regs, mem, stop_at, max_frames)
+    }
+
+    fn walk(
+        &self,
+        regs: &Registers,
+        mem: &dyn Memory,
+        stop_at: &dyn Fn(u64) -> bool,
+        max_frames: usize,
+    ) -> (Vec<NativeFrame>, Option<GoReturn>) {
         let max_frames = max_frames.min(MAX_FRAMES);
         let mut frames = Vec::new();
         let mut state = initial_regs(regs);
@@ -289,7 +326,14 @@ impl NativeUnwinder {
         let mut ctx = Box::new(UnwindContext::new());
         loop {
             if stop_at(pc) {
-                return (frames, Some(pc));
+                let go = GoReturn {
+                    pc,
+                    rbx: state[RBX],
+                    rbp: state[RBP],
+                    r12: state[R12],
+                    r14: state[R14],
+                };
+                return (frames, Some(go));
             }
             if frames.len() >= max_frames || pc == 0 {
                 break;

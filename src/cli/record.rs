@@ -313,9 +313,16 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
     }
     if profile.unattributed_nanos > 0 && !args.idle {
         eprintln!(
-            "gospy: {:.3} s of the CPU time sampled could not be given a stack (goroutines \
-             whose stack could not be unwound)",
+            "gospy: {:.3} s of the CPU time sampled could not be given a goroutine's stack: \
+             counted under [unknown] with the reason",
             profile.unattributed_nanos as f64 / 1e9
+        );
+    }
+    if profile.kernel_time_sampled == Some(false) {
+        eprintln!(
+            "gospy: warning: perf events may sample user time only here (perf_event_paranoid is \
+             2 or more and gospy lacks CAP_PERFMON/CAP_SYS_ADMIN): time the target spent in \
+             system calls is missing from this profile; run as root, or without --nonblocking"
         );
     }
     eprintln!(

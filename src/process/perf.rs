@@ -238,9 +238,14 @@ impl PerfSampler {
         let stack_bytes = round_stack_bytes(stack_bytes);
         let page = page_size();
         let data_pages = data_pages(stack_bytes, page, period_ns);
+        let mut attr = sampling_attr(period_ns, stack_bytes, data_pages * page / 2);
+        if !may_open(&attr, pid) {
+            // perf_event_paranoid 2 without CAP_PERFMON: user time only.
+            attr.flags |= ATTR_EXCLUDE_KERNEL;
+        }
         let mut sampler = PerfSampler {
             pid,
-            attr: sampling_attr(period_ns, stack_bytes, data_pages * page / 2),
+            attr,
             data_pages,
             threads: Vec::new(),
             lost: 0,
@@ -331,6 +336,13 @@ impl PerfSampler {
         }
     }
 
+    /// Whether time in the kernel (system calls, page faults) is sampled
+    /// too, as the runtime's own profiler counts it; false when only user
+    /// time may be sampled (`perf_event_paranoid` 2 without CAP_PERFMON).
+    pub fn counts_kernel_time(&self) -> bool {
+        self.attr.flags & ATTR_EXCLUDE_KERNEL == 0
+    }
+
     /// Samples the kernel dropped because a ring buffer was full, since open.
     pub fn lost(&self) -> u64 {
         self.lost
@@ -402,15 +414,12 @@ fn sampling_attr(period_ns: u64, stack_bytes: u32, wakeup_bytes: usize) -> PerfE
             | PERF_SAMPLE_TIME
             | PERF_SAMPLE_REGS_USER
             | PERF_SAMPLE_STACK_USER,
-        // Disabled until the ring buffer is mapped. Excluding the kernel is
-        // what perf_event_paranoid 2 (the usual default) allows without
-        // privileges; we only want user stacks anyway. CLOCK_MONOTONIC
+        // Disabled until the ring buffer is mapped. Time in the kernel is
+        // sampled too (a sample there carries the user registers and stack
+        // of its system call): the runtime's profiler counts it, and so must
+        // we; `open` excludes it where that is not permitted. CLOCK_MONOTONIC
         // timestamps compare with the rest of gospy's clocks.
-        flags: ATTR_DISABLED
-            | ATTR_EXCLUDE_KERNEL
-            | ATTR_EXCLUDE_HV
-            | ATTR_USE_CLOCKID
-            | ATTR_WATERMARK,
+        flags: ATTR_DISABLED | ATTR_EXCLUDE_HV | ATTR_USE_CLOCKID | ATTR_WATERMARK,
         // The kernel caps it at the ring's size (a smaller fallback ring).
         wakeup_events: u32::try_from(wakeup_bytes).unwrap_or(u32::MAX),
         sample_regs_user: (1 << PERF_REG_X86_BX)
@@ -425,6 +434,29 @@ fn sampling_attr(period_ns: u64, stack_bytes: u32, wakeup_bytes: usize) -> PerfE
         clockid: libc::CLOCK_MONOTONIC,
         ..PerfEventAttr::default()
     }
+}
+
+/// Whether an event like `attr` may be opened on thread `tid` (a probe,
+/// closed at once): false only when it is refused for lack of permission.
+fn may_open(attr: &PerfEventAttr, tid: i32) -> bool {
+    // SAFETY: as in `open_thread`.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr as *const PerfEventAttr,
+            tid,
+            -1 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a new fd that nothing else owns.
+        drop(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) });
+        return true;
+    }
+    let err = std::io::Error::last_os_error().raw_os_error();
+    !matches!(err, Some(libc::EACCES | libc::EPERM))
 }
 
 /// Opens, maps and enables the event of thread `tid`; None if the thread

@@ -1019,6 +1019,8 @@ mod tests {
         let status = take_reaped_exit(pid).expect("the exit status was kept");
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3);
         assert_eq!(take_reaped_exit(pid), None, "taken once");
+        // What launch mode's wait would have met without the kept status.
+        assert!(child.try_wait().is_err(), "already reaped");
     }
 
     #[test]

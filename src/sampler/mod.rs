@@ -22,7 +22,7 @@ use crate::runtime::{self, GStatus, Goroutine};
 use crate::snapshot::{Snapshot, SnapshotOptions};
 use crate::stack::name_for_print;
 use crate::target::Target;
-use crate::unwind::{self, PcMap, PhysicalFrame, StartState, Unwinder};
+use crate::unwind::{self, PcMap, PhysicalFrame, StackEnd, StartState, Unwinder};
 
 /// How to sample.
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +156,9 @@ pub struct Profile {
     /// target was stopped; on-CPU, the thread-time of the threads stopped
     /// one at a time.
     pub paused: Duration,
+    /// `--nonblocking`: whether perf events sampled time in the kernel too
+    /// (None in the default mode, which reads each thread's CPU time).
+    pub kernel_time_sampled: Option<bool>,
 }
 
 impl Profile {
@@ -238,6 +241,14 @@ const LABEL_CACHE_SAMPLES: u64 = 100;
 /// goroutine (`sysmon`) is counted; the runtime's own profiler does not
 /// sample those threads.
 pub const NO_GOROUTINE_FRAME: &str = "[runtime, no goroutine]";
+
+/// The root frame of time that could not be given to a goroutine's stack;
+/// the leaf under it says why.
+pub const UNKNOWN_FRAME: &str = "[unknown]";
+
+/// The root frame of a stack whose unwinding stopped before its goroutine's
+/// first function (unreadable memory, a pc outside Go code, the depth cap).
+pub const PARTIAL_STACK_FRAME: &str = "[partial stack]";
 
 /// Longest a chosen thread is waited for at a tick: a thread on a CPU stops
 /// within tens of microseconds; one that has not stopped by then is waiting
@@ -577,7 +588,7 @@ impl<'t> Sampler<'t> {
                 }
             }
             let Some(stack) = self.stack_of(g, snapshot, is_running) else {
-                self.profile.unattributed_nanos += weight.nanos;
+                self.count_unknown("[stack could not be unwound]", weight);
                 continue;
             };
             let stack_id = self.count(stack, weight);
@@ -593,6 +604,20 @@ impl<'t> Sampler<'t> {
             }
         }
         self.parked.retain(|_, p| p.seen == sample);
+    }
+
+    /// Counts `weight` under [`UNKNOWN_FRAME`] and `why` (a pseudo-frame),
+    /// for time that could not be given to a goroutine's stack: written
+    /// with the rest, and reported.
+    fn count_unknown(&mut self, why: &'static str, weight: Weight) {
+        self.profile.unattributed_nanos += weight.nanos;
+        let stack = Stack {
+            roots: vec![UNKNOWN_FRAME.into()],
+            locations: Vec::new(),
+            state: Some(why.into()),
+            labels: Arc::from(Vec::new()),
+        };
+        self.count(stack, weight);
     }
 
     /// Counts `weight` for `stack`; returns its index in `profile.stacks`.
@@ -676,15 +701,18 @@ impl<'t> Sampler<'t> {
         on_cpu: bool,
         mut locations: Vec<u32>,
     ) -> Option<Stack> {
-        self.unwinder.unwind_into(start, mem, &mut self.physical);
+        let end = self.unwinder.unwind_into(start, mem, &mut self.physical);
         let physical = std::mem::take(&mut self.physical);
         locations.extend(physical.iter().filter_map(|p| self.location(p)));
         self.physical = physical;
         if locations.is_empty() {
             return None;
         }
-
-        Some(self.stack_with(g, thread, locations, on_cpu))
+        let mut stack = self.stack_with(g, thread, locations, on_cpu);
+        if end != StackEnd::Complete {
+            stack.roots.push(PARTIAL_STACK_FRAME.into());
+        }
+        Some(stack)
     }
 
     /// `g`'s [`Stack`] with `locations`: root frames as the options ask,
@@ -819,7 +847,7 @@ impl<'t> Stepper<'t> {
         let mut sampler = Sampler::new(target, options);
         sampler.profile.started = Some(SystemTime::now());
         let feed = if options.nonblocking {
-            Some(nonblocking::PerfFeed::open(target, options.rate)?)
+            Some(nonblocking::PerfFeed::open(target, options.rate, false)?)
         } else {
             None
         };

@@ -20,14 +20,16 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{Sampler, StopReason, Weight};
+use super::{Sampler, Stack, StopReason, Weight, NO_GOROUTINE_FRAME};
 use crate::error::{Error, Result};
+use crate::native::{GoReturn, NativeUnwinder};
 use crate::process::memory::Memory;
 use crate::process::perf::{PerfSample, PerfSampler};
 use crate::runtime::{GStatus, Goroutine, Machine};
 use crate::snapshot::{self, SnapshotOptions};
 use crate::target::Target;
-use crate::unwind::{self, ThreadRegisters, ThreadView};
+use crate::unwind::{StackBounds, StartState, UserSwitch};
+use std::sync::Arc;
 
 /// Bytes of stack the kernel copies per sample: the innermost frames (a
 /// few dozen in typical Go code), at the cost of a copy in the target's
@@ -37,6 +39,51 @@ use crate::unwind::{self, ThreadRegisters, ThreadView};
 const STACK_COPY_BYTES: u32 = 4096;
 /// How often the thread list (perf events) and the M list are refreshed.
 const REFRESH_EVERY: Duration = Duration::from_millis(250);
+
+/// C frames unwound to find the Go code that called into C or the vDSO.
+const MAX_C_FRAMES: usize = 64;
+
+/// How soon the M list is read again for a sample of a thread it lacks (a
+/// thread started since, or one the runtime did not create).
+const MISSING_M_REFRESH: Duration = Duration::from_millis(20);
+
+/// Why a perf sample was not given to a goroutine's stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unattributed {
+    /// The thread is not one of the runtime's Ms (a thread C code started).
+    NotAnM,
+    /// The goroutine the M runs now is not the one sampled: the sampled
+    /// stack pointer is on none of its stacks.
+    Switched,
+    /// Go's signal handler (on the `gsignal` stack).
+    SignalHandler,
+    /// Code from which no way leads back to Go frames.
+    NoGoFrames,
+}
+
+impl Unattributed {
+    fn frame(self) -> &'static str {
+        match self {
+            Unattributed::NotAnM => "[thread not started by the Go runtime]",
+            Unattributed::Switched => "[goroutine switched before its stack was read]",
+            Unattributed::SignalHandler => "[signal handler]",
+            Unattributed::NoGoFrames => "[code with no way back to Go frames]",
+        }
+    }
+}
+
+/// What attributing a perf sample needs besides the [`Sampler`].
+struct SampleContext {
+    /// The sampling period (of each thread's CPU time), in ns.
+    period_ns: u64,
+    /// The target's Ms by thread id.
+    machines: HashMap<u64, Machine>,
+    /// When `machines` was read.
+    machines_read: Instant,
+    /// The target's modules (for the vDSO's CFI), unless the sampler has
+    /// its own for `--native`.
+    modules: Option<NativeUnwinder>,
+}
 
 /// The root frame of a sample taken in C code, in place of its Go frames,
 /// which are not known without stopping the thread (`record --native`
@@ -55,6 +102,9 @@ pub const CGO_CALL_FRAME: &str = "[cgo call]";
 struct SampleMemory<'a> {
     sp: u64,
     copy: &'a [u8],
+    /// The top of the stack the copy is of: addresses from there up are
+    /// another stack's (after a switch from the system stack), read live.
+    copied_stack_hi: u64,
     live: &'a dyn Memory,
     /// Address of the last 8-byte read served from the copy.
     last_copied: Cell<Option<u64>>,
@@ -67,6 +117,7 @@ impl<'a> SampleMemory<'a> {
         SampleMemory {
             sp,
             copy,
+            copied_stack_hi: u64::MAX,
             live,
             last_copied: Cell::new(None),
             beyond_ok: Cell::new(None),
@@ -75,6 +126,12 @@ impl<'a> SampleMemory<'a> {
 
     /// Whether the last word read from the copy still holds the same value
     /// in the live stack (true if nothing was read from the copy).
+    /// The same, knowing where the copied stack ends.
+    fn of_stack(mut self, hi: Option<u64>) -> SampleMemory<'a> {
+        self.copied_stack_hi = hi.unwrap_or(u64::MAX);
+        self
+    }
+
     fn copy_still_live(&self) -> bool {
         let Some(addr) = self.last_copied.get() else {
             return true;
@@ -108,7 +165,7 @@ impl Memory for SampleMemory<'_> {
             return true;
         }
         let copy_end = self.sp.saturating_add(self.copy.len() as u64);
-        if addr >= copy_end {
+        if addr >= copy_end && addr < self.copied_stack_hi {
             let ok = match self.beyond_ok.get() {
                 Some(ok) => ok,
                 None => {
@@ -126,6 +183,33 @@ impl Memory for SampleMemory<'_> {
     }
 }
 
+/// Where `addr`, on a goroutine stack that has since been copied to `now`,
+/// is now: stacks of the runtime's stack pool (up to 16 KiB)
+/// are aligned to their size, and a copy keeps every frame's distance from
+/// the top (runtime/stack.go `copystack`). The old stack is taken to have
+/// had the current size (for an old stack twice as large, right for frames
+/// in its upper half, which the caller checks by the return address found
+/// there). None for large stacks, which are not aligned.
+fn moved_stack_address(addr: u64, now: StackBounds) -> Option<u64> {
+    let size = now.hi.checked_sub(now.lo)?;
+    if !size.is_power_of_two() || size > 16 << 10 {
+        return None;
+    }
+    let old_hi = (addr | (size - 1)).checked_add(1)?;
+    let moved = now.hi.checked_sub(old_hi - addr)?;
+    now.contains(moved).then_some(moved)
+}
+
+/// Memory with nothing in it: what lies beyond a sample's stack copy when
+/// the live stack can no longer be trusted.
+struct NoMemory;
+
+impl Memory for NoMemory {
+    fn read(&self, _addr: u64, _buf: &mut [u8]) -> bool {
+        false
+    }
+}
+
 /// Perf-event samples of one target, counted into a [`Sampler`] batch by
 /// batch: the loop of `record --nonblocking`, and `top --nonblocking` one
 /// step at a time.
@@ -133,8 +217,8 @@ pub(super) struct PerfFeed {
     perf: PerfSampler,
     /// The sampling period (of each thread's CPU time).
     period: Duration,
-    /// The target's Ms by thread id, refreshed every [`REFRESH_EVERY`].
-    machines: HashMap<u64, Machine>,
+    /// The Ms are refreshed every [`REFRESH_EVERY`].
+    context: SampleContext,
     next_refresh: Instant,
     last_drain: Instant,
     samples: Vec<PerfSample>,
@@ -143,13 +227,23 @@ pub(super) struct PerfFeed {
 impl PerfFeed {
     /// Opens perf events on every thread of `target`, sampling each every
     /// `1/rate` s of its CPU time.
-    pub(super) fn open(target: &Target, rate: f64) -> Result<PerfFeed> {
+    pub(super) fn open(target: &Target, rate: f64, has_modules: bool) -> Result<PerfFeed> {
         let period_ns = ((1e9 / rate.max(0.001)) as u64).max(1);
         let now = Instant::now();
+        let modules = if has_modules {
+            None
+        } else {
+            Some(NativeUnwinder::new(target.pid())?)
+        };
         Ok(PerfFeed {
             perf: PerfSampler::open(target.pid(), period_ns, STACK_COPY_BYTES)?,
             period: Duration::from_nanos(period_ns),
-            machines: HashMap::new(),
+            context: SampleContext {
+                period_ns,
+                machines: HashMap::new(),
+                machines_read: now,
+                modules,
+            },
             next_refresh: now,
             last_drain: now,
             samples: Vec::new(),
@@ -177,10 +271,7 @@ impl PerfFeed {
                 }
                 Err(e) => sampler.note_error(e),
             }
-            match snapshot::read_machines(target) {
-                Ok(ms) => self.machines = ms.into_iter().map(|m| (m.tid, m)).collect(),
-                Err(e) => sampler.note_error(e),
-            }
+            self.read_machines(sampler);
         }
         self.count_waiting(sampler);
         Ok(())
@@ -198,13 +289,30 @@ impl PerfFeed {
         self.drain(sampler)
     }
 
+    fn read_machines(&mut self, sampler: &mut Sampler<'_>) {
+        self.context.machines_read = Instant::now();
+        match snapshot::read_machines(sampler.target) {
+            Ok(ms) => self.context.machines = ms.into_iter().map(|m| (m.tid, m)).collect(),
+            Err(e) => sampler.note_error(e),
+        }
+    }
+
     /// Counts the samples waiting in the rings.
     fn count_waiting(&mut self, sampler: &mut Sampler<'_>) {
         self.last_drain = Instant::now();
         self.samples.clear();
         self.perf.read_samples(&mut self.samples);
+        let machines = &self.context.machines;
+        if self.context.machines_read.elapsed() >= MISSING_M_REFRESH
+            && self
+                .samples
+                .iter()
+                .any(|s| !machines.contains_key(&u64::from(s.tid)))
+        {
+            self.read_machines(sampler);
+        }
         for sample in &self.samples {
-            sampler.count_perf_sample(sample, &self.machines, self.period.as_nanos() as u64);
+            sampler.count_perf_sample(sample, &self.context);
         }
         sampler.profile.lost = self.perf.lost();
     }
@@ -218,7 +326,8 @@ impl Sampler<'_> {
         progress: &mut dyn FnMut(&super::Profile),
     ) -> Result<StopReason> {
         let target = self.target;
-        let mut feed = PerfFeed::open(target, self.options.rate)?;
+        let mut feed = PerfFeed::open(target, self.options.rate, self.native.is_some())?;
+        self.profile.kernel_time_sampled = Some(feed.perf.counts_kernel_time());
         let started = Instant::now();
         let interval = feed.period;
         let mut next_tick = started;
@@ -273,24 +382,36 @@ impl Sampler<'_> {
         }
     }
 
-    /// Counts one perf sample as a sample of the goroutine its thread runs.
-    /// Without `--idle` each perf sample is a sample; with it, the samples
-    /// are the snapshots and a perf sample adds one running goroutine.
-    fn count_perf_sample(
-        &mut self,
-        sample: &PerfSample,
-        machines: &HashMap<u64, Machine>,
-        period_ns: u64,
-    ) {
+    /// Counts one perf sample: under the stack of the goroutine it caught
+    /// running, else under [`super::UNKNOWN_FRAME`] and the reason, so that every
+    /// collected sample is written. Without `--idle` each perf sample is a
+    /// sample; with it, the samples are the snapshots and a perf sample adds
+    /// one running goroutine.
+    fn count_perf_sample(&mut self, sample: &PerfSample, context: &SampleContext) {
         if !self.options.idle {
             self.profile.samples += 1;
         }
+        let weight = Weight::one(context.period_ns);
+        match self.perf_sample_stack(sample, context) {
+            Ok(stack) => {
+                self.count(stack, weight);
+            }
+            Err(why) => self.count_unknown(why.frame(), weight),
+        }
+    }
+
+    /// The stack a perf sample caught; see the module docs.
+    fn perf_sample_stack(
+        &mut self,
+        sample: &PerfSample,
+        context: &SampleContext,
+    ) -> std::result::Result<Stack, Unattributed> {
         let target = self.target;
         let layout = &target.binary.layout;
-        let Some(m) = machines.get(&u64::from(sample.tid)) else {
-            // A thread the runtime did not create (cgo) or not yet listed.
-            return;
-        };
+        let m = context
+            .machines
+            .get(&u64::from(sample.tid))
+            .ok_or(Unattributed::NotAnM)?;
         let mut g_bytes = vec![0u8; layout.g_read_len() as usize];
         let mut read_g = |addr: u64| {
             target
@@ -299,90 +420,231 @@ impl Sampler<'_> {
                 .ok()
                 .and_then(|()| Goroutine::decode(addr, &g_bytes, layout))
         };
+        let memory = SampleMemory::new(sample.sp, &sample.stack, &target.memory);
+        let in_go = target.in_go_code(sample.ip);
+        // Outside Go code (the vDSO, C): the C frames lead back to the Go
+        // function that called them (CFI; the vDSO has it).
+        let (in_vdso, go_return) = if in_go {
+            (false, None)
+        } else {
+            let modules = self.native.as_ref().or(context.modules.as_ref());
+            let is_go = |pc: u64| target.in_go_code(pc);
+            let (frames, go_return) = modules.map_or((Vec::new(), None), |u| {
+                u.unwind_to_go(&sample.registers(), &memory, &is_go, MAX_C_FRAMES)
+            });
+            let in_vdso = frames.first().is_some_and(|f| &*f.module == "[vdso]");
+            (in_vdso, go_return)
+        };
         // Go code of Go 1.17+ keeps its g in r14: the goroutine that ran at
-        // the sample, even if the thread has switched to another since; and
-        // with the sampled sp on its stack, nothing else is needed (one
-        // read). Elsewhere (runtime assembly, system stack, C, older Go) r14
-        // is anything: the M is read for its current goroutine.
-        let in_register = (target.binary.go_version.at_least(1, 17)
-            && target.in_go_code(sample.ip)
-            && ![0, m.g0, m.gsignal].contains(&sample.r14))
-        .then(|| read_g(sample.r14))
-        .flatten()
-        .filter(|g| g.stack_contains(sample.sp) && !g.status.is_dead());
+        // the sample, even if the thread has switched to another since (in
+        // the vDSO, r14 as its CFI restored it: C code preserves it).
+        // Elsewhere (runtime assembly, system stack, C, older Go) r14 is
+        // anything: the M is read for its current goroutine, which must
+        // still be the sampled one (checked below by the stack pointer).
+        let r14 = if in_go {
+            Some(sample.r14)
+        } else if in_vdso {
+            go_return.and_then(|go| go.r14)
+        } else {
+            None
+        };
+        let in_register = r14
+            .filter(|r14| {
+                target.binary.go_version.at_least(1, 17) && ![0, m.g0, m.gsignal].contains(r14)
+            })
+            .and_then(&mut read_g)
+            .filter(|g| !g.status.is_dead() && g.stack_lo < g.stack_hi);
         let (mut g, machine) = match in_register {
             Some(g) => (g, m.clone()),
             None => {
-                // The M now: its current goroutine and VDSO state.
                 let mut m_bytes = vec![0u8; layout.m_read_len() as usize];
                 let machine = target
                     .memory
                     .read(m.addr, &mut m_bytes)
                     .ok()
-                    .and_then(|()| Machine::decode(m.addr, &m_bytes, layout));
-                let Some(machine) = machine.filter(|m| m.curg != 0) else {
-                    return; // on the system stack without a goroutine: runtime work
-                };
-                let Some(g) = read_g(machine.curg) else {
-                    return;
-                };
+                    .and_then(|()| Machine::decode(m.addr, &m_bytes, layout))
+                    .ok_or(Unattributed::Switched)?;
+                if machine.curg == 0 {
+                    // The runtime's own work on the system stack (scheduler,
+                    // GC, sysmon): its frames, as the runtime's profiler
+                    // shows them, under a root that says so.
+                    let g0 = read_g(machine.g0).and_then(|g0| g0.stack_bounds());
+                    return Ok(self.no_goroutine_stack(sample, in_go, g0, &memory));
+                }
+                let g = read_g(machine.curg).ok_or(Unattributed::Switched)?;
                 (g, machine)
             }
         };
-        let mut bounds = |addr: u64| read_g(addr)?.stack_bounds();
-        // In C code (a cgo call, status syscall, on the system stack): the
-        // Go frames below it are on the goroutine's stack, which the sample
-        // did not copy and which may have moved on to another call by now.
-        // The sample is counted, but under a frame that says so.
-        if g.status == GStatus::Syscall
-            && !g.stack_contains(sample.sp)
-            && !target.in_go_code(sample.ip)
-        {
-            // The C frames are the sample's own: its registers and stack copy.
+        let g0_stack = read_g(machine.g0).and_then(|g0| g0.stack_bounds());
+        let gsignal_stack = read_g(machine.gsignal).and_then(|s| s.stack_bounds());
+        let copied_stack_hi = if g.stack_contains(sample.sp) {
+            Some(g.stack_hi)
+        } else {
+            g0_stack.filter(|s| s.contains(sample.sp)).map(|s| s.hi)
+        };
+        let memory =
+            SampleMemory::new(sample.sp, &sample.stack, &target.memory).of_stack(copied_stack_hi);
+        let on_known_stack =
+            |sp: u64| g.stack_contains(sp) || g0_stack.is_some_and(|s| s.contains(sp));
+        // Where the Go frames start: the sampled pc; in the vDSO, the
+        // caller of the Go function that called it.
+        let (pc, sp, trap) = if in_go {
+            (sample.ip, sample.sp, true)
+        } else if let (true, Some(go)) = (in_vdso, go_return) {
+            self.vdso_caller(go, &g, &memory, &on_known_stack)
+                .ok_or(Unattributed::Switched)?
+        } else if g.status == GStatus::Syscall && !g.stack_contains(sample.sp) {
+            // In C code (a cgo call): the Go frames below it are on the
+            // goroutine's stack, which the sample did not copy and which
+            // may have moved on to another call by now. The sample is
+            // counted, but under a frame that says so; the C frames are the
+            // sample's own (registers and stack copy).
             let mut locations = Vec::new();
-            let memory = SampleMemory::new(sample.sp, &sample.stack, &target.memory);
             self.native_locations(&sample.registers(), &memory, &mut locations);
             let mut stack = self.stack_with(&g, Some(machine.tid), locations, true);
             stack.roots.push(CGO_CALL_FRAME.into());
-            self.count(stack, Weight::one(period_ns));
-            return;
-        }
-        // The goroutine must still be the one that was sampled: the stack
-        // pointer is on its stack, or on the thread's system stack (whose
-        // bounds are needed only then).
-        let on_own_stack = g.stack_contains(sample.sp);
-        let g0_stack = if on_own_stack {
-            None
+            return Ok(stack);
         } else {
-            bounds(machine.g0)
+            return Err(Unattributed::NoGoFrames);
         };
-        if !on_own_stack && !g0_stack.is_some_and(|s| s.contains(sample.sp)) {
-            return;
-        }
+        let user_stack = StackBounds {
+            lo: g.stack_lo,
+            hi: g.stack_hi,
+        };
+        let start = if user_stack.contains(sp) {
+            StartState {
+                pc,
+                sp,
+                trap,
+                stack: Some(user_stack),
+                user_switch: None,
+            }
+        } else if g0_stack.is_some_and(|s| s.contains(sp)) {
+            StartState {
+                pc,
+                sp,
+                trap,
+                stack: g0_stack,
+                user_switch: Some(UserSwitch {
+                    stack: user_stack,
+                    sched_sp: g.sched_sp,
+                    sched_pc: g.sched_pc,
+                }),
+            }
+        } else if gsignal_stack.is_some_and(|s| s.contains(sp)) {
+            return Err(Unattributed::SignalHandler);
+        } else if in_go {
+            // The goroutine's stack has moved since the sample (grown, or
+            // shrunk by the GC: copied elsewhere) or it is another
+            // goroutine's now. The frames the copy holds are the sample's
+            // own: unwind them, and nothing beyond.
+            let copied = StackBounds {
+                lo: sample.sp,
+                hi: sample.sp.saturating_add(sample.stack.len() as u64),
+            };
+            let start = StartState {
+                pc,
+                sp,
+                trap,
+                stack: Some(copied),
+                user_switch: None,
+            };
+            g.status = GStatus::Running;
+            let copy_only = SampleMemory::new(sample.sp, &sample.stack, &NoMemory);
+            return self
+                .stack_from(&g, &start, &copy_only, Some(machine.tid), true, Vec::new())
+                .ok_or(Unattributed::NoGoFrames);
+        } else {
+            return Err(Unattributed::Switched);
+        };
         // It was running when sampled, whatever it does now.
         g.status = GStatus::Running;
-        let view = ThreadView {
-            tid: machine.tid,
-            regs: ThreadRegisters {
+        let mut locations = Vec::new();
+        if !in_go {
+            self.native_locations(&sample.registers(), &memory, &mut locations);
+        }
+        self.stack_from(&g, &start, &memory, Some(machine.tid), true, locations)
+            .ok_or(Unattributed::NoGoFrames)
+    }
+
+    /// For a sample in the vDSO, where the runtime's traceback starts too
+    /// (`m.vdsoPC`/`vdsoSP`, runtime/proc.go `sigprof`): the caller of the
+    /// Go function that called the vDSO (`runtime.nanotime1`, `time.now`,
+    /// ...) as (return pc, its stack pointer, exact = false). That function
+    /// switched to the system stack and keeps its own stack pointer in a
+    /// register C code preserves (R12 since Go 1.17, BP before:
+    /// runtime/sys_linux_amd64.s); `go` has the registers as the vDSO's CFI
+    /// restored them. None if that stack pointer is on none of
+    /// `on_known_stack`'s stacks (the goroutine moved on).
+    fn vdso_caller(
+        &self,
+        go: GoReturn,
+        g: &Goroutine,
+        memory: &dyn Memory,
+        on_known_stack: &dyn Fn(u64) -> bool,
+    ) -> Option<(u64, u64, bool)> {
+        let target = self.target;
+        let pclntab = &target.binary.pclntab;
+        let call = go.pc.wrapping_sub(target.bias).wrapping_sub(1);
+        let func = pclntab.find_func(call)?;
+        let frame = u64::try_from(pclntab.sp_delta(&func, call)?).ok()?;
+        let registers = if target.binary.go_version.at_least(1, 17) {
+            [go.r12, go.rbp]
+        } else {
+            [go.rbp, go.r12]
+        };
+        let registers = registers.into_iter().flatten();
+        let own_sp = match registers.clone().find(|&sp| on_known_stack(sp)) {
+            Some(sp) => sp,
+            // The goroutine's small stack was copied since (grown, or
+            // shrunk by a GC): its frames keep their distance from the top.
+            None => {
+                let now = StackBounds {
+                    lo: g.stack_lo,
+                    hi: g.stack_hi,
+                };
+                registers
+                    .filter_map(|sp| moved_stack_address(sp, now))
+                    .next()?
+            }
+        };
+        let ret_slot = own_sp.checked_add(frame)?;
+        let ret = memory.read_u64(ret_slot)?;
+        target
+            .in_go_code(ret)
+            .then(|| (ret, ret_slot.wrapping_add(8), false))
+    }
+
+    /// A sample of a thread running no goroutine: the runtime's frames on
+    /// its system stack (when the sample is in Go code there) under
+    /// [`NO_GOROUTINE_FRAME`].
+    fn no_goroutine_stack(
+        &mut self,
+        sample: &PerfSample,
+        in_go: bool,
+        g0_stack: Option<StackBounds>,
+        memory: &dyn Memory,
+    ) -> Stack {
+        let mut locations = Vec::new();
+        if in_go && g0_stack.is_some_and(|s| s.contains(sample.sp)) {
+            let start = StartState {
                 pc: sample.ip,
                 sp: sample.sp,
-            },
-            machine: &machine,
-            g0_stack,
-            gsignal_stack: if on_own_stack {
-                None
-            } else {
-                bounds(machine.gsignal)
-            },
-        };
-        let Ok(start) = unwind::start_state(&g, Some(&view)) else {
-            return;
-        };
-        let memory = SampleMemory::new(sample.sp, &sample.stack, &target.memory);
-        if let Some(stack) =
-            self.stack_from(&g, &start, &memory, Some(machine.tid), true, Vec::new())
-        {
-            self.count(stack, Weight::one(period_ns));
+                trap: true,
+                stack: g0_stack,
+                user_switch: None,
+            };
+            self.unwinder
+                .unwind_into(&start, memory, &mut self.physical);
+            let physical = std::mem::take(&mut self.physical);
+            locations.extend(physical.iter().filter_map(|p| self.location(p)));
+            self.physical = physical;
+        }
+        Stack {
+            roots: vec![NO_GOROUTINE_FRAME.into()],
+            locations,
+            state: None,
+            labels: Arc::from(Vec::new()),
         }
     }
 
@@ -417,6 +679,24 @@ mod tests {
                 None => false,
             }
         }
+    }
+
+    #[test]
+    fn addresses_on_a_copied_stack_keep_their_distance_from_the_top() {
+        let now = StackBounds {
+            lo: 0x3000,
+            hi: 0x4000,
+        };
+        // Same size, elsewhere: 0x148 below the old top is 0x148 below the new.
+        assert_eq!(moved_stack_address(0x2eb8, now), Some(0x3eb8));
+        // From an 8 KiB stack at 0x8000..0xa000, 0x200 below its top.
+        assert_eq!(moved_stack_address(0x9e00, now), Some(0x3e00));
+        // Large stacks are not size-aligned: no guess.
+        let large = StackBounds {
+            lo: 0x10_0000,
+            hi: 0x12_0000,
+        };
+        assert_eq!(moved_stack_address(0x5_0000, large), None);
     }
 
     #[test]
