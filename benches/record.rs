@@ -32,6 +32,9 @@
 //!   INTERRUPT + waitpid + GETREGS + DETACH of every thread) and nothing
 //!   else: the floor of any blocking sampler on this machine.
 //!
+//! Then the target's total pause per second at twice as many Ps as CPUs
+//! (`cpukinds` fixture, `gospy record -r 100`; goal at most 1%).
+//!
 //! Then the `parked` fixture with 10,000 extra parked goroutines and one
 //! CPU burner, sampled with `gospy record --idle -r 100`: the achieved rate
 //! and gospy's CPU time and the target's pause per sample.
@@ -71,7 +74,7 @@ struct Settings {
     window: Duration,
     warmup: Duration,
     idle_seconds: u32,
-    /// `--only blocking|nonblocking|ptrace|idle`: run just these rows
+    /// `--only blocking|nonblocking|ptrace|pause|idle`: run just these rows
     /// (repeatable); empty = all.
     only: Vec<String>,
     /// `--rates 100,1000`: the sample rates of the rows.
@@ -114,7 +117,7 @@ impl Settings {
                 "--only" => {
                     s.only.push(
                         value
-                            .expect("--only blocking|nonblocking|ptrace|idle")
+                            .expect("--only blocking|nonblocking|ptrace|pause|idle")
                             .into(),
                     );
                     i += 1;
@@ -822,6 +825,44 @@ fn idle_cost(tc: &Toolchain, seconds: u32) {
     assert!(target.is_running_not_stopped());
 }
 
+/// The target's pause with more Ps than cores: `gospy record -r 100` on
+/// the `cpukinds` fixture (busy goroutines in five kinds of code, several
+/// of them in the kernel and on the system stack) at GOMAXPROCS = 2x the
+/// CPUs, where threads are often runnable but not on a CPU. Prints the
+/// threads' total stop time per second of the window.
+fn pause_at_twice_the_cores(tc: &Toolchain, seconds: u32) {
+    const RATE: u32 = 100;
+    const GOAL: f64 = 0.01;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gomaxprocs = (2 * cpus).to_string();
+    let bin = build_fixture("cpukinds", tc, BuildMode::Default);
+    let target = Target::start_with_env(&bin, &[], &[("GOMAXPROCS", &gomaxprocs)]);
+    std::thread::sleep(Duration::from_millis(500));
+    let label = format!("pause, GOMAXPROCS={gomaxprocs} on {cpus} CPUs, cpukinds, {RATE} Hz:");
+    match gospy_record(target.pid() as i32, RATE, f64::from(seconds), &[]) {
+        Err(why) => println!("{label} {why}"),
+        Ok(run) => {
+            let s = &run.summary;
+            let per_second = s.paused_ms / 1e3 / s.seconds.max(1e-3);
+            println!(
+                "{label} threads stopped {:.1} ms in {:.1} s = {} of the time \
+                 (goal at most {}{}), {} ticks",
+                s.paused_ms,
+                s.seconds,
+                pct(per_second),
+                pct(GOAL),
+                if per_second <= GOAL {
+                    ": ok"
+                } else {
+                    ": MISSED"
+                },
+                s.samples
+            );
+        }
+    }
+    assert!(target.is_running_not_stopped());
+}
+
 fn main() {
     // `cargo test --all-targets` runs benchmark binaries too (without
     // `--bench`): they take minutes and measure nothing useful there.
@@ -893,6 +934,9 @@ fn main() {
         pct(REF_BARE_PTRACE[1])
     );
     drop(fixture);
+    if settings.runs("pause") {
+        pause_at_twice_the_cores(&tc, settings.idle_seconds);
+    }
     if settings.runs("idle") {
         idle_cost(&tc, settings.idle_seconds);
     }
