@@ -430,6 +430,166 @@ fn ctrl_c_writes_the_profile_and_leaves_target_running() {
     assert!(target.is_running_not_stopped());
 }
 
+/// SIGTERM (`timeout`, systemd) and SIGHUP (a closed ssh session) end the
+/// recording as Ctrl-C does: profile written, summary printed, target left
+/// running, and no temporary file left beside the profile.
+#[test]
+fn sigterm_and_sighup_write_the_profile_and_leave_target_running() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let (_cpu, target) = start_exclusive(&bin);
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        let (status, stderr, profile) = record_until_signal(target.pid(), None, signal);
+        assert!(
+            status.success(),
+            "gospy after signal {signal}: {status}\n{stderr}"
+        );
+        assert!(
+            stderr.contains("interrupted") && collected_samples(&stderr).unwrap_or(0) > 50,
+            "{stderr}"
+        );
+        let stacks = parse_folded(&profile).unwrap_or_else(|e| panic!("{e}"));
+        assert!(stacks.iter().any(|f| has_frame(f, WORK_A)), "{profile}");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(target.is_running_not_stopped());
+    }
+    let dir = temp_path("x");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .map(|e| e.path())
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// Whether a file's bytes are of the expected format.
+type FileCheck = dyn Fn(&[u8]) -> bool;
+
+/// Without `-f`, the output file's extension picks the format; `-f` and an
+/// extension that disagree are refused before anything is written.
+#[test]
+fn format_follows_the_output_extension() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let (_cpu, target) = start_exclusive(&bin);
+    let pid = target.pid().to_string();
+    let expect: [(&str, &FileCheck); 4] = [
+        ("p.pb.gz", &|b| b.starts_with(&[0x1f, 0x8b])),
+        ("p.svg", &|b| String::from_utf8_lossy(b).contains("<svg")),
+        ("p.speedscope.json", &|b| {
+            String::from_utf8_lossy(b).contains("speedscope.app/file-format-schema")
+        }),
+        ("p.folded", &|b| {
+            parse_folded(&String::from_utf8_lossy(b)).is_ok_and(|f| !f.is_empty())
+        }),
+    ];
+    for (name, is_right) in expect {
+        let path = temp_path(name);
+        let out = run_gospy(&[
+            "record",
+            "--pid",
+            &pid,
+            "-d",
+            "1",
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(is_right(&bytes), "{name} has the wrong format");
+    }
+    let path = temp_path("contradiction.svg");
+    let out = run_gospy(&[
+        "record",
+        "--pid",
+        &pid,
+        "-d",
+        "1",
+        "-f",
+        "pprof",
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("contradicts"),
+        "{stderr}"
+    );
+    assert!(
+        !path.exists(),
+        "nothing is written on a refused command line"
+    );
+    assert!(target.is_running_not_stopped());
+}
+
+/// Negative and zero numbers get gospy's own message (not clap's "use --
+/// -1" tip, which would launch a program called -1), and py-spy's short
+/// flags work.
+#[test]
+fn flags_messages_and_short_flags() {
+    for (args, wanted) in [
+        (
+            &["record", "--pid", "1", "-d", "-1"][..],
+            "--duration -1: give a number of seconds above 0",
+        ),
+        (
+            &["record", "--pid", "1", "-r", "0"][..],
+            "--rate 0: give a number of samples per second above 0",
+        ),
+        (&["record", "--pid", "1", "-r", "-5"][..], "--rate -5:"),
+        (&["top", "--pid", "1", "-r", "0"][..], "--rate 0:"),
+    ] {
+        let out = run_gospy(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(wanted),
+            "{args:?}: {stderr}"
+        );
+    }
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let (_cpu, target) = start_exclusive(&bin);
+    let path = temp_path("short.txt");
+    let pid = target.pid().to_string();
+    let out = run_gospy(&[
+        "record",
+        "--pid",
+        &pid,
+        "-d",
+        "1",
+        "-i",
+        "-t",
+        "-n",
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let stacks = parse_folded(&text).unwrap_or_else(|e| panic!("{e}"));
+    // -t: thread roots; -i: parked goroutines under their state.
+    assert!(
+        stacks
+            .iter()
+            .all(|s| s.frames[0].starts_with("thread ") || s.frames[0].starts_with('[')),
+        "{text}"
+    );
+    assert!(
+        stacks
+            .iter()
+            .any(|s| s.frames.last().is_some_and(|f| f.starts_with('['))),
+        "{text}"
+    );
+}
+
 #[test]
 fn target_exit_ends_the_recording_with_a_profile() {
     let tc = newest_toolchain();
@@ -575,7 +735,14 @@ fn idle_profile(tc: &Toolchain) -> Result<(), String> {
         if matches!(g.state.as_str(), "running" | "runnable") {
             continue;
         }
-        let state = g.state.trim_end_matches(" (leaked)");
+        // gospy's state frames have no parentheses (go tool pprof drops
+        // parenthesised text): `select (no cases)` is `[select, no cases]`.
+        let state = g
+            .state
+            .trim_end_matches(" (leaked)")
+            .replace(" (", ", ")
+            .replace(['(', ')'], "");
+        let state = state.as_str();
         // The runtime prints runtime.gopanic as `panic`; profiles keep the
         // function's name.
         let wanted: Vec<String> = g
@@ -757,6 +924,15 @@ fn idle_pprof_has_wait_reasons_labels_start_lines_and_inlined_frames() {
         .skip_while(|l| !l.starts_with("Locations"))
         .any(|l| l.starts_with("             ") && l.contains("main."));
     assert!(inlined, "no Location with inlined frames in -raw:\n{raw}");
+    // State frames survive go tool pprof, which strips parenthesised text.
+    let top = go_tool_pprof(&tc, &["-top", "-nodecount", "1000"], &path);
+    for state in [
+        "[select, no cases]",
+        "[chan receive, nil chan]",
+        "[chan receive]",
+    ] {
+        assert!(top.contains(state), "no {state} in -top:\n{top}");
+    }
 }
 
 /// `--threads` and `--goroutines` put the OS thread and the goroutine at the

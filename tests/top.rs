@@ -39,7 +39,7 @@ fn plain_snapshots(extra: &[&str]) {
     let target = Target::start(&bin, &[]);
     let pid = target.pid().to_string();
     let started = Instant::now();
-    let mut args = vec!["top", "--pid", &pid, "--interval", "1", "-n", "2"];
+    let mut args = vec!["top", "--pid", &pid, "--interval", "1", "--iterations", "2"];
     args.extend_from_slice(extra);
     let out = run_gospy(&args);
     let took = started.elapsed();

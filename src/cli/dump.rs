@@ -12,6 +12,11 @@ use crate::target::Target;
 use crate::Result;
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sudo gospy dump --pid 1234\n  \
+    sudo gospy dump --pid 1234 --status \"chan receive\",select --match handler\n  \
+    sudo gospy dump --pid 1234 --json > goroutines.json\n  \
+    sudo gospy dump --pid 1234 --nonblocking --native")]
 pub struct DumpArgs {
     /// PID of the Go process to inspect.
     #[arg(short, long)]
@@ -42,7 +47,7 @@ pub struct DumpArgs {
     max_depth: usize,
     /// Also show the C frames of goroutines in cgo calls (unwound with the
     /// binary's and libraries' .eh_frame).
-    #[arg(long)]
+    #[arg(short, long)]
     native: bool,
     #[command(flatten)]
     binary: super::BinaryArgs,

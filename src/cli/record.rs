@@ -29,6 +29,34 @@ enum Format {
 }
 
 impl Format {
+    /// The format a file name's extension names, if any.
+    fn from_path(path: &std::path::Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let by_suffix = [
+            (".speedscope.json", Format::Speedscope),
+            (".json", Format::Speedscope),
+            (".svg", Format::Flamegraph),
+            (".pb.gz", Format::Pprof),
+            (".pb", Format::Pprof),
+            (".pprof", Format::Pprof),
+            (".folded", Format::Folded),
+            (".txt", Format::Folded),
+        ];
+        by_suffix
+            .iter()
+            .find(|(suffix, _)| name.ends_with(suffix))
+            .map(|&(_, f)| f)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Flamegraph => "flamegraph",
+            Format::Folded => "folded",
+            Format::Pprof => "pprof",
+            Format::Speedscope => "speedscope",
+        }
+    }
+
     fn extension(self) -> &'static str {
         match self {
             Format::Flamegraph => "svg",
@@ -42,8 +70,10 @@ impl Format {
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     sudo gospy record --pid 1234 -o flame.svg\n  \
-    sudo gospy record --pid 1234 -d 30 -f pprof -o cpu.pb.gz && go tool pprof -top cpu.pb.gz\n  \
-    gospy record --idle -f folded -o wall.txt -- ./server -addr 127.0.0.1:8080")]
+    sudo gospy record --pid 1234 -d 30 -o cpu.pb.gz && go tool pprof -top cpu.pb.gz\n  \
+    gospy record --idle -o wall.txt -- ./server -addr 127.0.0.1:8080\n\n\
+    The format follows the output file's extension (.svg, .pb.gz/.pb/.pprof, .txt/.folded, \
+    .json/.speedscope.json) unless -f is given.")]
 pub struct RecordArgs {
     /// PID of the Go process to profile.
     #[arg(
@@ -53,37 +83,39 @@ pub struct RecordArgs {
         conflicts_with = "command"
     )]
     pid: Option<i32>,
-    /// Samples per second.
-    #[arg(short, long, default_value_t = 100.0)]
+    /// Samples per second (more than 0, at most 10000).
+    #[arg(short, long, default_value_t = 100.0, allow_negative_numbers = true)]
     rate: f64,
     /// Stop after this many seconds (default: until Ctrl-C or the target exits).
-    #[arg(short, long)]
+    #[arg(short, long, allow_negative_numbers = true)]
     duration: Option<f64>,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = Format::Flamegraph)]
-    format: Format,
-    /// Output file (default: gospy-PID-TIMESTAMP.EXT).
+    /// Output format (default: from the output file's extension, else
+    /// flamegraph).
+    #[arg(short, long, value_enum)]
+    format: Option<Format>,
+    /// Output file (default: gospy-PID-YYYYMMDD-HHMMSS.EXT, local time).
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Also sample goroutines that are not running, under a leaf frame
     /// naming their state (e.g. `[chan receive]`): a wall-clock profile.
-    #[arg(long)]
+    #[arg(short, long)]
     idle: bool,
     /// Add a root frame naming each goroutine's OS thread.
-    #[arg(long)]
+    #[arg(short, long)]
     threads: bool,
     /// Add a root frame naming each goroutine (`goroutine 17`).
     #[arg(long)]
     goroutines: bool,
     /// Never stop the target: sample running goroutines with Linux perf
     /// events (each thread every 1/RATE s of its CPU time) instead of
-    /// ptrace; needs perf events (root or CAP_PERFMON).
+    /// ptrace; needs perf events (root or CAP_PERFMON, or one's own
+    /// process with kernel.perf_event_paranoid <= 2).
     #[arg(long)]
     nonblocking: bool,
     /// Also show the C frames of goroutines inside cgo calls, above their
     /// Go frames (unwound with the binary's and libraries' .eh_frame); with
     /// --nonblocking, above a `[cgo call]` frame instead.
-    #[arg(long)]
+    #[arg(short, long)]
     native: bool,
     #[command(flatten)]
     binary: super::BinaryArgs,
@@ -101,14 +133,17 @@ struct Launched {
 
 pub fn run(args: RecordArgs) -> Result<i32> {
     if !(args.rate > 0.0 && args.rate <= 10_000.0) {
-        return Err(Error::Other(
-            "--rate must be between 0 and 10000 samples per second".into(),
-        ));
+        return Err(Error::Other(format!(
+            "--rate {}: give a number of samples per second above 0 and at most 10000 \
+             (e.g. 0.5, 100, 1000)",
+            args.rate
+        )));
     }
-    if args.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
-        return Err(Error::Other(
-            "--duration must be a positive number of seconds".into(),
-        ));
+    let format = output_format(args.format, args.output.as_deref())?;
+    if let Some(d) = args.duration.filter(|d| !(*d > 0.0 && d.is_finite())) {
+        return Err(Error::Other(format!(
+            "--duration {d}: give a number of seconds above 0 (e.g. 0.5 or 30)"
+        )));
     }
     // Bad options fail before a program is launched.
     args.binary.open_options()?;
@@ -121,7 +156,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         (None, Some(pid)) => pid,
         (None, None) => return Err(Error::Other("give --pid PID or -- PROGRAM ARGS".into())),
     };
-    let result = record(&args, pid, launched.as_ref());
+    let result = record(&args, format, pid, launched.as_ref());
     match launched.as_mut() {
         Some(l) => {
             // Say what went wrong now, not once the program has exited.
@@ -160,6 +195,7 @@ fn wait_for_child(launched: &mut Launched) -> i32 {
     let interrupts_before = super::interrupts();
     let mut give_up_at = None;
     let mut told = false;
+    let waiting_since = Instant::now();
     loop {
         // A thread that died while a sample had it stopped must be reaped
         // by us, or the program stays a zombie.
@@ -187,7 +223,7 @@ fn wait_for_child(launched: &mut Launched) -> i32 {
                 return 1;
             }
         }
-        if !told {
+        if !told && waiting_since.elapsed() > Duration::from_millis(500) {
             told = true;
             eprintln!("gospy: waiting for process {pid} to exit (Ctrl-C to stop waiting)");
         }
@@ -202,19 +238,110 @@ fn wait_for_child(launched: &mut Launched) -> i32 {
     }
 }
 
+/// The format to write: `-f`, else the one the output file's extension
+/// names, else a flamegraph. An extension that names another format than
+/// `-f` is refused (an SVG in a `.pb.gz` helps nobody).
+fn output_format(flag: Option<Format>, output: Option<&std::path::Path>) -> Result<Format> {
+    let by_name = output.and_then(Format::from_path);
+    match (flag, by_name) {
+        (Some(f), Some(n)) if f.extension() != n.extension() => Err(Error::Other(format!(
+            "-f {} contradicts the output file name {} (a {} extension); change one of them",
+            f.name(),
+            output.map(|p| p.display().to_string()).unwrap_or_default(),
+            n.name()
+        ))),
+        (Some(f), _) => Ok(f),
+        (None, Some(n)) => Ok(n),
+        (None, None) => Ok(Format::Flamegraph),
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` in local time, for default file names.
+fn local_timestamp(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: localtime_r only writes the tm we pass.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+        return secs.to_string();
+    }
+    format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// An output file being written: a hidden file beside the final one,
+/// renamed into place by [`PartialFile::finish`] and removed if dropped
+/// before that.
+struct PartialFile {
+    file: File,
+    temp: PathBuf,
+    output: PathBuf,
+    done: bool,
+}
+
+impl PartialFile {
+    fn create(output: &std::path::Path) -> Result<PartialFile> {
+        let name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = output.with_file_name(format!(".{name}.gospy-{}.tmp", std::process::id()));
+        let file = File::create(&temp)
+            .map_err(|e| Error::io(format!("creating {}", output.display()), e))?;
+        Ok(PartialFile {
+            file,
+            temp,
+            output: output.to_path_buf(),
+            done: false,
+        })
+    }
+
+    fn finish(mut self) -> Result<()> {
+        std::fs::rename(&self.temp, &self.output)
+            .map_err(|e| Error::io(format!("writing {}", self.output.display()), e))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
 /// Samples process `pid` and writes the profile.
-fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i32> {
-    let target = Target::attach_with(pid, &args.binary.open_options()?)?;
+fn record(args: &RecordArgs, format: Format, pid: i32, launched: Option<&Launched>) -> Result<i32> {
+    let target = Target::attach_with(pid, &args.binary.open_options()?).map_err(|e| match e {
+        // Name the program the user gave, not a PID they never saw.
+        Error::NotGo { path, reason } if launched.is_some() => Error::NotGo {
+            reason: reason.replace(&format!("PID {pid}"), &path.display().to_string()),
+            path,
+        },
+        other => other,
+    })?;
     let output = args.output.clone().unwrap_or_else(|| {
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        PathBuf::from(format!("gospy-{pid}-{stamp}.{}", args.format.extension()))
+        PathBuf::from(format!(
+            "gospy-{pid}-{}.{}",
+            local_timestamp(SystemTime::now()),
+            format.extension()
+        ))
     });
-    // Fail on an unwritable path before sampling, not after.
-    let file = File::create(&output)
-        .map_err(|e| Error::io(format!("creating {}", output.display()), e))?;
+    // Fail on an unwritable path before sampling, not after; the profile
+    // is written beside it and renamed into place, so that no empty or
+    // partial file is ever left at `output`.
+    let partial = PartialFile::create(&output)?;
 
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -239,9 +366,13 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
         &mut |p| {
             let secs = p.elapsed.as_secs_f64().max(1e-9);
             let achieved = p.samples as f64 / secs;
+            let of_total = args
+                .duration
+                .map(|d| format!(" of {d:.1} s"))
+                .unwrap_or_default();
             bar.set_message(format!(
-                "{:.1}s, {} ticks, {} errors, {:.0}/s (Ctrl-C to stop)",
-                secs, p.samples, p.errors, achieved
+                "{secs:.1} s{of_total}, {} ticks, {} errors, {achieved:.0}/s (Ctrl-C to stop)",
+                p.samples, p.errors
             ));
             // Without --idle, --nonblocking samples follow CPU use, not a clock.
             let clocked = !args.nonblocking || args.idle;
@@ -278,8 +409,8 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
         measured.samples,
         measured.nanos as f64 / 1e9,
     );
-    let mut out = BufWriter::new(file);
-    match args.format {
+    let mut out = BufWriter::new(&partial.file);
+    match format {
         Format::Flamegraph => flamegraph::write(&mut out, &profile, &title),
         Format::Folded => folded::write(&mut out, &profile),
         Format::Speedscope => speedscope::write(&mut out, &profile, &title),
@@ -299,8 +430,12 @@ fn record(args: &RecordArgs, pid: i32, launched: Option<&Launched>) -> Result<i3
     }
     .and_then(|()| out.flush())
     .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
+    drop(out);
+    partial.finish()?;
 
     match reason {
+        // In launch mode, how the program ended is said once it is reaped.
+        StopReason::TargetExited if launched.is_some() => {}
         StopReason::TargetExited => eprintln!("gospy: process {pid} exited"),
         StopReason::Interrupted => eprintln!("gospy: interrupted"),
         StopReason::Duration => {}

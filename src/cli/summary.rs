@@ -23,6 +23,10 @@ enum Pc {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sudo gospy summary --pid 1234\n  \
+    sudo gospy summary --pid 1234 --pc go\n  \
+    sudo gospy summary --pid 1234 --json | jq .gc")]
 pub struct SummaryArgs {
     /// PID of the Go process to inspect.
     #[arg(short, long)]

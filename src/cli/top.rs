@@ -16,20 +16,20 @@ use crate::{Error, Result};
     S reverse, 1-3 sort by column, c last interval / since start, / filter (Enter applies, \
     Esc clears), space pause.\n\nExamples:\n  \
     sudo gospy top --pid 1234\n  \
-    sudo gospy top --pid 1234 --interval 5 -n 3 > snapshots.txt"
+    sudo gospy top --pid 1234 --interval 5 --iterations 3 > snapshots.txt"
 )]
 pub struct TopArgs {
     /// PID of the Go process to watch.
     #[arg(short, long)]
     pid: i32,
     /// On-CPU samples per second.
-    #[arg(short, long, default_value_t = 100.0)]
+    #[arg(short, long, default_value_t = 100.0, allow_negative_numbers = true)]
     rate: f64,
     /// Seconds between refreshes.
-    #[arg(short, long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0)]
     interval: f64,
     /// Stop after this many refreshes.
-    #[arg(short = 'n', long)]
+    #[arg(long)]
     iterations: Option<u64>,
     /// Stop after this many seconds.
     #[arg(short, long)]
@@ -52,9 +52,11 @@ pub struct TopArgs {
 
 pub fn run(args: TopArgs) -> Result<i32> {
     if !(args.rate > 0.0 && args.rate <= 10_000.0) {
-        return Err(Error::Other(
-            "--rate must be between 0 and 10000 samples per second".into(),
-        ));
+        return Err(Error::Other(format!(
+            "--rate {}: give a number of samples per second above 0 and at most 10000 \
+             (e.g. 0.5, 100, 1000)",
+            args.rate
+        )));
     }
     if !(args.interval >= 0.05 && args.interval.is_finite()) {
         return Err(Error::Other(

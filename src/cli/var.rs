@@ -10,6 +10,11 @@ use crate::var::{self, Options, Session, Variable};
 use crate::Result;
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    sudo gospy var --pid 1234 --name main.counter\n  \
+    sudo gospy var --pid 1234 --name 'main.*' --depth 2\n  \
+    sudo gospy var --pid 1234 --name runtime.ncpu --json\n\n\
+    Globals the program never uses are removed by the linker and cannot be read.")]
 pub struct VarArgs {
     /// PID of the Go process to inspect.
     #[arg(short, long)]
@@ -17,7 +22,7 @@ pub struct VarArgs {
     /// Variable to read: its full Go name (main.counter,
     /// net/http.DefaultClient), or a pattern where * matches any run of
     /// characters and ? one character (main.*). Repeat for several.
-    #[arg(short, long = "name", value_name = "PKG.NAME", required = true)]
+    #[arg(long = "name", value_name = "PKG.NAME", required = true)]
     names: Vec<String>,
     /// Write one JSON document instead of text (schema in README.md).
     #[arg(long)]

@@ -242,6 +242,14 @@ const LABEL_CACHE_SAMPLES: u64 = 100;
 /// sample those threads.
 pub const NO_GOROUTINE_FRAME: &str = "[runtime, no goroutine]";
 
+/// The leaf pseudo-frame of a goroutine in `state` (a status or the
+/// runtime's wait reason): `[chan receive]`. Parenthesised words become a
+/// comma clause (`[select, no cases]`): `go tool pprof` drops parenthesised
+/// text from function names.
+fn state_frame(state: &str) -> String {
+    format!("[{}]", state.replace(" (", ", ").replace(['(', ')'], ""))
+}
+
 /// The root frame of time that could not be given to a goroutine's stack;
 /// the leaf under it says why.
 pub const UNKNOWN_FRAME: &str = "[unknown]";
@@ -738,8 +746,7 @@ impl<'t> Sampler<'t> {
         let wait_reason = matches!(g.status, GStatus::Waiting | GStatus::Leaked)
             .then(|| runtime::wait_reason_name(&self.target.binary.go_version, g.wait_reason))
             .flatten();
-        let state =
-            (!on_cpu).then(|| format!("[{}]", wait_reason.unwrap_or(g.status.name())).into());
+        let state = (!on_cpu).then(|| state_frame(wait_reason.unwrap_or(g.status.name())).into());
         Stack {
             roots,
             locations,
@@ -884,5 +891,21 @@ impl<'t> Stepper<'t> {
     /// The counts so far.
     pub fn profile(&self) -> &Profile {
         &self.sampler.profile
+    }
+}
+
+#[cfg(test)]
+mod state_frame_tests {
+    #[test]
+    fn state_frames_have_no_parentheses() {
+        assert_eq!(super::state_frame("chan receive"), "[chan receive]");
+        assert_eq!(
+            super::state_frame("select (no cases)"),
+            "[select, no cases]"
+        );
+        assert_eq!(
+            super::state_frame("chan receive (nil chan)"),
+            "[chan receive, nil chan]"
+        );
     }
 }
