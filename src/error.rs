@@ -66,9 +66,25 @@ fn permission_message(pid: i32, operation: &str) -> String {
     let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
+    // The cause first: whose process it is and who gospy runs as.
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let owner = std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let cause = match owner {
+        Some(uid) if uid != me => {
+            format!("process {pid} belongs to uid {uid}; gospy runs as uid {me}. ")
+        }
+        Some(_) if me != 0 => format!(
+            "process {pid} is gospy's own user's (uid {me}), but the kernel still refused. "
+        ),
+        _ => String::new(),
+    };
     let mut msg = format!(
-        "permission denied to {operation} process {pid}: gospy needs ptrace access to the target. \
-         Run gospy as root (sudo), or give it CAP_SYS_PTRACE (setcap cap_sys_ptrace+ep $(which gospy))"
+        "permission denied to {operation} process {pid}: {cause}gospy needs ptrace access to the \
+         target. Run gospy as root (sudo), or give it CAP_SYS_PTRACE (setcap cap_sys_ptrace+ep \
+         $(which gospy))"
     );
     match scope {
         Some(1) => msg.push_str(

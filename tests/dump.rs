@@ -630,6 +630,12 @@ fn permission_denied_explains_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("permission denied"), "{err}");
+    // The cause, in so many words.
+    let cause = format!(
+        "process {} belongs to uid 0; gospy runs as uid 65534",
+        target.pid()
+    );
+    assert!(err.contains(&cause), "{err}");
     assert!(
         err.contains("CAP_SYS_PTRACE") && err.contains("root"),
         "{err}"

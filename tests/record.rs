@@ -590,6 +590,22 @@ fn flags_messages_and_short_flags() {
     );
 }
 
+/// A rate the target cannot bear gets a warning that names the paused
+/// fraction (and it is said even when stderr is not a terminal).
+#[test]
+fn too_high_a_rate_warns_how_long_the_target_is_stopped() {
+    let tc = newest_toolchain();
+    let bin = build_fixture(FIXTURE, &tc, BuildMode::Default);
+    let (_cpu, target) = start_exclusive(&bin);
+    let (_, stderr) = record_with_stderr(target.pid(), 2, "folded", &["--idle", "-r", "10000"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        stderr.contains("the target is stopped") && stderr.contains("% of the time"),
+        "{stderr}"
+    );
+    assert!(target.is_running_not_stopped());
+}
+
 #[test]
 fn target_exit_ends_the_recording_with_a_profile() {
     let tc = newest_toolchain();

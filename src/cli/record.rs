@@ -351,6 +351,7 @@ fn record(args: &RecordArgs, format: Format, pid: i32, launched: Option<&Launche
     bar.enable_steady_tick(Duration::from_millis(200));
     let rate = args.rate;
     let mut warned = false;
+    let mut warned_paused = false;
     let recorded = sampler::record(
         &target,
         SamplerOptions {
@@ -376,11 +377,26 @@ fn record(args: &RecordArgs, format: Format, pid: i32, launched: Option<&Launche
             ));
             // Without --idle, --nonblocking samples follow CPU use, not a clock.
             let clocked = !args.nonblocking || args.idle;
+            let paused = p.paused.as_secs_f64() / secs;
+            if !warned_paused && secs > 1.0 && paused > 0.10 {
+                warned_paused = true;
+                // println would be lost when stderr is not a terminal.
+                bar.suspend(|| {
+                    eprintln!(
+                        "gospy: warning: at {rate} Hz the target is stopped {:.0}% of the \
+                         time (thread time per second); lower -r, or use --nonblocking",
+                        paused * 100.0
+                    )
+                });
+            }
             if clocked && !warned && secs > 2.0 && achieved < rate * 0.9 {
                 warned = true;
-                bar.println(format!(
-                    "gospy: warning: sampling is behind: {achieved:.0} ticks/s of {rate} requested"
-                ));
+                bar.suspend(|| {
+                    eprintln!(
+                        "gospy: warning: sampling is behind: {achieved:.0} ticks/s of {rate} \
+                         requested"
+                    )
+                });
             }
         },
     );
