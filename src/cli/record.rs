@@ -469,6 +469,13 @@ fn record(args: &RecordArgs, format: Format, pid: i32, launched: Option<&Launche
             profile.unattributed_nanos as f64 / 1e9
         );
     }
+    if crate::process::ptrace::priority_boost_refused() {
+        eprintln!(
+            "gospy: warning: gospy could not raise its scheduling priority while threads were \
+             stopped (it needs root or CAP_SYS_NICE), so the pauses were longer (2-10x); run as \
+             root for the shortest pauses, or use --nonblocking"
+        );
+    }
     if profile.kernel_time_sampled == Some(false) {
         eprintln!(
             "gospy: warning: perf events may sample user time only here (perf_event_paranoid is \

@@ -735,6 +735,16 @@ pub fn has_leftovers() -> bool {
 
 /// Makes the calling thread SCHED_FIFO until dropped, if permitted
 /// (CAP_SYS_NICE); does nothing otherwise.
+/// Set when the kernel refused gospy a real-time priority (no root or
+/// CAP_SYS_NICE): stopped threads then wait longer for gospy to run.
+static BOOST_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether gospy could not raise its priority while the target was stopped
+/// (not root, no CAP_SYS_NICE): its pauses are then several times longer.
+pub fn priority_boost_refused() -> bool {
+    BOOST_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 struct RealtimeBoost {
     saved: Option<(libc::c_int, libc::sched_param)>,
 }
@@ -751,6 +761,7 @@ impl RealtimeBoost {
             }
             let rt = libc::sched_param { sched_priority: 1 };
             if libc::sched_setscheduler(0, libc::SCHED_FIFO, &rt) != 0 {
+                BOOST_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
                 return RealtimeBoost { saved: None };
             }
             RealtimeBoost {
