@@ -13,7 +13,7 @@ use crate::Result;
 #[command(after_help = "Examples:\n  \
     sudo gospy var --pid 1234 --name main.counter\n  \
     sudo gospy var --pid 1234 --name 'main.*' --depth 2\n  \
-    sudo gospy var --pid 1234 --name runtime.ncpu --json\n\n\
+    sudo gospy var --pid 1234 --name os.Args --json\n\n\
     Globals the program never uses are removed by the linker and cannot be read.")]
 pub struct VarArgs {
     /// PID of the Go process to inspect.
