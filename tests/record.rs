@@ -54,10 +54,13 @@ fn record_with_stderr(
     format: &str,
     extra: &[&str],
 ) -> Result<(String, String), String> {
-    let out = temp_path(if format == "flamegraph" {
-        "x.svg"
-    } else {
-        "x.folded"
+    // A name whose extension agrees with the format (or names none).
+    let out = temp_path(match format {
+        "flamegraph" => "x.svg",
+        "folded" => "x.folded",
+        "pprof" => "x.pb.gz",
+        "speedscope" => "x.speedscope.json",
+        _ => "x.out",
     });
     let pid = pid.to_string();
     let duration = seconds.to_string();
