@@ -292,7 +292,7 @@ impl NativeUnwinder {
         stop_at: &dyn Fn(u64) -> bool,
         max_frames: usize,
     ) -> (Vec<NativeFrame>, Option<u64>) {
-        let (frames, go) = self.walk(regs, mem, stop_at, max_frames);
+        let (frames, go) = self.unwind_to_go(regs, mem, stop_at, max_frames);
         (frames, go.map(|g| g.pc))
     }
 
@@ -300,16 +300,6 @@ impl NativeUnwinder {
     /// the registers the C frames restored there: the callee-saved ones
     /// (rbx, rbp, r12) are what the Go function that called into C had.
     pub fn unwind_to_go(
-        &self,
-        regs: &Registers,
-        mem: &dyn Memory,
-        stop_at: &dyn Fn(u64) -> bool,
-        max_frames: usize,
-    ) -> (Vec<NativeFrame>, Option<GoReturn>) {
-        self.walk(regs, mem, stop_at, max_frames)
-    }
-
-    fn walk(
         &self,
         regs: &Registers,
         mem: &dyn Memory,

@@ -439,37 +439,14 @@ fn sampling_attr(period_ns: u64, stack_bytes: u32, wakeup_bytes: usize) -> PerfE
 /// Whether an event like `attr` may be opened on thread `tid` (a probe,
 /// closed at once): false only when it is refused for lack of permission.
 fn may_open(attr: &PerfEventAttr, tid: i32) -> bool {
-    // SAFETY: as in `open_thread`.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr as *const PerfEventAttr,
-            tid,
-            -1 as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: a new fd that nothing else owns.
-        drop(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) });
-        return true;
+    match perf_event_open(attr, tid) {
+        Ok(_) => true,
+        Err(e) => !matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)),
     }
-    let err = std::io::Error::last_os_error().raw_os_error();
-    !matches!(err, Some(libc::EACCES | libc::EPERM))
 }
 
-/// Opens, maps and enables the event of thread `tid`; None if the thread
-/// exited meanwhile. A ring of `data_pages` that exceeds what may be locked
-/// is mapped with `fallback_pages` instead (samples may then be lost at high
-/// rates, and are counted).
-fn open_thread(
-    attr: &PerfEventAttr,
-    pid: i32,
-    tid: i32,
-    data_pages: usize,
-    fallback_pages: usize,
-) -> Result<Option<ThreadEvent>> {
+/// `perf_event_open(attr, tid, cpu -1 (any), no group, CLOEXEC)`.
+fn perf_event_open(attr: &PerfEventAttr, tid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: `attr` is a valid perf_event_attr whose `size` is its own;
     // cpu -1 (any), no group.
     let fd = unsafe {
@@ -483,14 +460,28 @@ fn open_thread(
         )
     };
     if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ESRCH) => Ok(None),
-            _ => Err(open_error(pid, tid, err)),
-        };
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: perf_event_open returned a new fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Opens, maps and enables the event of thread `tid`; None if the thread
+/// exited meanwhile. A ring of `data_pages` that exceeds what may be locked
+/// is mapped with `fallback_pages` instead (samples may then be lost at high
+/// rates, and are counted).
+fn open_thread(
+    attr: &PerfEventAttr,
+    pid: i32,
+    tid: i32,
+    data_pages: usize,
+    fallback_pages: usize,
+) -> Result<Option<ThreadEvent>> {
+    let fd = match perf_event_open(attr, tid) {
+        Ok(fd) => fd,
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(err) => return Err(open_error(pid, tid, err)),
+    };
     let ring = match Ring::map(&fd, data_pages) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) && fallback_pages < data_pages => {
             Ring::map(&fd, fallback_pages)

@@ -412,13 +412,14 @@ impl Sampler<'_> {
             .machines
             .get(&u64::from(sample.tid))
             .ok_or(Unattributed::NotAnM)?;
-        let mut g_bytes = vec![0u8; layout.g_read_len() as usize];
-        let mut read_g = |addr: u64| {
+        let g_bytes = std::cell::RefCell::new(vec![0u8; layout.g_read_len() as usize]);
+        let read_g = |addr: u64| {
+            let mut bytes = g_bytes.borrow_mut();
             target
                 .memory
-                .read(addr, &mut g_bytes)
+                .read(addr, &mut bytes)
                 .ok()
-                .and_then(|()| Goroutine::decode(addr, &g_bytes, layout))
+                .and_then(|()| Goroutine::decode(addr, &bytes, layout))
         };
         let memory = SampleMemory::new(sample.sp, &sample.stack, &target.memory);
         let in_go = target.in_go_code(sample.ip);
@@ -452,7 +453,7 @@ impl Sampler<'_> {
             .filter(|r14| {
                 target.binary.go_version.at_least(1, 17) && ![0, m.g0, m.gsignal].contains(r14)
             })
-            .and_then(&mut read_g)
+            .and_then(read_g)
             .filter(|g| !g.status.is_dead() && g.stack_lo < g.stack_hi);
         let (mut g, machine) = match in_register {
             Some(g) => (g, m.clone()),
@@ -475,17 +476,20 @@ impl Sampler<'_> {
                 (g, machine)
             }
         };
-        let g0_stack = read_g(machine.g0).and_then(|g0| g0.stack_bounds());
-        let gsignal_stack = read_g(machine.gsignal).and_then(|s| s.stack_bounds());
+        // The system stacks' bounds cost a read each; most samples (Go code
+        // on the goroutine's own stack) need neither.
+        let g0_bounds = std::cell::OnceCell::new();
+        let g0_stack =
+            || *g0_bounds.get_or_init(|| read_g(machine.g0).and_then(|g0| g0.stack_bounds()));
         let copied_stack_hi = if g.stack_contains(sample.sp) {
             Some(g.stack_hi)
         } else {
-            g0_stack.filter(|s| s.contains(sample.sp)).map(|s| s.hi)
+            g0_stack().filter(|s| s.contains(sample.sp)).map(|s| s.hi)
         };
         let memory =
             SampleMemory::new(sample.sp, &sample.stack, &target.memory).of_stack(copied_stack_hi);
         let on_known_stack =
-            |sp: u64| g.stack_contains(sp) || g0_stack.is_some_and(|s| s.contains(sp));
+            |sp: u64| g.stack_contains(sp) || g0_stack().is_some_and(|s| s.contains(sp));
         // Where the Go frames start: the sampled pc; in the vDSO, the
         // caller of the Go function that called it.
         let (pc, sp, trap) = if in_go {
@@ -519,19 +523,22 @@ impl Sampler<'_> {
                 stack: Some(user_stack),
                 user_switch: None,
             }
-        } else if g0_stack.is_some_and(|s| s.contains(sp)) {
+        } else if g0_stack().is_some_and(|s| s.contains(sp)) {
             StartState {
                 pc,
                 sp,
                 trap,
-                stack: g0_stack,
+                stack: g0_stack(),
                 user_switch: Some(UserSwitch {
                     stack: user_stack,
                     sched_sp: g.sched_sp,
                     sched_pc: g.sched_pc,
                 }),
             }
-        } else if gsignal_stack.is_some_and(|s| s.contains(sp)) {
+        } else if read_g(machine.gsignal)
+            .and_then(|s| s.stack_bounds())
+            .is_some_and(|s| s.contains(sp))
+        {
             return Err(Unattributed::SignalHandler);
         } else if in_go {
             // The goroutine's stack has moved since the sample (grown, or
