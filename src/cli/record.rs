@@ -476,6 +476,14 @@ fn record(args: &RecordArgs, format: Format, pid: i32, launched: Option<&Launche
              root for the shortest pauses, or use --nonblocking"
         );
     }
+    let steal = profile.steal_nanos as f64 / 1e9;
+    if steal > 0.02 * (measured.nanos as f64 / 1e9 + steal) {
+        eprintln!(
+            "gospy: perf's clock counted {steal:.2} s that the kernel did not count as the \
+             target's CPU time (time the hypervisor of this virtual machine took: steal time); \
+             the samples were weighted to the process's CPU time"
+        );
+    }
     if profile.kernel_time_sampled == Some(false) {
         eprintln!(
             "gospy: warning: perf events may sample user time only here (perf_event_paranoid is \

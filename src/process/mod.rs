@@ -25,6 +25,7 @@ pub mod ptrace;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 pub use maps::{ExeIdentity, FirstLoad, MapEntry};
@@ -49,6 +50,9 @@ pub struct Process {
 pub(crate) struct ProcStat {
     pub state: char,
     pub start_time: u64,
+    /// User plus system CPU time of every thread, live and exited, in clock
+    /// ticks (fields 14 and 15).
+    pub cpu_ticks: u64,
 }
 
 impl Process {
@@ -184,6 +188,21 @@ impl Process {
         }
     }
 
+    /// CPU time the process has used (user and system, every thread, live
+    /// or exited) as the kernel accounts it: what `top` and the runtime's
+    /// own profiler see. To a clock tick (10 ms).
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let stat = read_stat(self.pid).map_err(|_| Error::ProcessExited { pid: self.pid })?;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|&hz| hz > 0)
+            .unwrap_or(100) as u64;
+        Ok(Duration::from_nanos(
+            stat.cpu_ticks.saturating_mul(1_000_000_000 / hz),
+        ))
+    }
+
     /// Reader of the process's memory.
     pub fn memory(&self) -> ProcessMemory {
         ProcessMemory::new(self.pid)
@@ -251,10 +270,16 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     // "pid (comm) S ppid ..." — comm may contain spaces and parentheses.
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
+    // Field 3 is the state, 14 and 15 utime and stime, 22 starttime.
     let state = fields.next()?.chars().next()?;
-    // Field 3 is the state; field 22 is starttime.
-    let start_time = fields.nth(22 - 4)?.parse().ok()?;
-    Some(ProcStat { state, start_time })
+    let utime: u64 = fields.nth(14 - 4)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let start_time = fields.nth(22 - 16)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        start_time,
+        cpu_ticks: utime.saturating_add(stime),
+    })
 }
 
 pub(crate) fn read_stat(pid: i32) -> std::io::Result<ProcStat> {
@@ -430,6 +455,7 @@ mod tests {
         let st = parse_stat(s).unwrap();
         assert_eq!(st.state, 'S');
         assert_eq!(st.start_time, 987654);
+        assert_eq!(st.cpu_ticks, 3);
         assert!(parse_stat("garbage").is_none());
     }
 

@@ -159,6 +159,9 @@ pub struct Profile {
     /// `--nonblocking`: whether perf events sampled time in the kernel too
     /// (None in the default mode, which reads each thread's CPU time).
     pub kernel_time_sampled: Option<bool>,
+    /// `--nonblocking`: time perf's clock counted that the kernel's CPU
+    /// accounting did not (hypervisor steal time), left out of the weights.
+    pub steal_nanos: u64,
 }
 
 impl Profile {

@@ -12,6 +12,14 @@
 //! stack pointer is not on that goroutine's stack (it switched meanwhile) is
 //! dropped. Labels are those the goroutine has when the batch is read.
 //!
+//! Perf's task clock counts the time a virtual machine's hypervisor takes
+//! from a running thread (steal time); the kernel's CPU accounting, which
+//! `top`, `/proc` and the runtime's own profiler follow, does not. Under a
+//! busy host a third of the samples can be such time, so each batch's
+//! samples are weighted down until the time written tracks the process's
+//! CPU time as the kernel accounts it (never up: missing kernel time or
+//! lost samples are not invented).
+//!
 //! With `--idle`, the goroutines that are not running are added at the
 //! requested rate from snapshots read without a pause; those that move while
 //! being read are left out of that sample.
@@ -89,6 +97,13 @@ struct SampleContext {
 /// which are not known without stopping the thread (`record --native`
 /// without `--nonblocking` shows them); with `--native` the C frames follow.
 pub const CGO_CALL_FRAME: &str = "[cgo call]";
+
+/// The weight of each of `count` samples (of `period` ns of perf's clock)
+/// when the process used `used` ns of CPU and `written` are written:
+/// what is left of `used`, shared, and at most a period each.
+fn batch_weight(used: u64, written: u64, count: u64, period: u64) -> u64 {
+    (used.saturating_sub(written) / count.max(1)).min(period)
+}
 
 /// Stack memory of one sample: the kernel's copy from `sp` up, then the
 /// live process.
@@ -222,6 +237,13 @@ pub(super) struct PerfFeed {
     next_refresh: Instant,
     last_drain: Instant,
     samples: Vec<PerfSample>,
+    /// The process's CPU time when the events were opened; None when it
+    /// could not be read or kernel time is not sampled (the samples then
+    /// miss the time in system calls, and no steal time is corrected).
+    cpu_at_open: Option<Duration>,
+    /// Time written so far, and the weight of one sample in the last batch.
+    written_nanos: u64,
+    sample_nanos: u64,
 }
 
 impl PerfFeed {
@@ -235,8 +257,17 @@ impl PerfFeed {
         } else {
             Some(NativeUnwinder::new(target.pid())?)
         };
+        let perf = PerfSampler::open(target.pid(), period_ns, STACK_COPY_BYTES)?;
+        let cpu_at_open = if perf.counts_kernel_time() {
+            target.process.cpu_time().ok()
+        } else {
+            None
+        };
         Ok(PerfFeed {
-            perf: PerfSampler::open(target.pid(), period_ns, STACK_COPY_BYTES)?,
+            perf,
+            cpu_at_open,
+            written_nanos: 0,
+            sample_nanos: period_ns,
             period: Duration::from_nanos(period_ns),
             context: SampleContext {
                 period_ns,
@@ -311,10 +342,32 @@ impl PerfFeed {
         {
             self.read_machines(sampler);
         }
+        let nanos = self.sample_weight(sampler, self.samples.len() as u64);
         for sample in &self.samples {
-            sampler.count_perf_sample(sample, &self.context);
+            sampler.count_perf_sample(sample, &self.context, nanos);
         }
         sampler.profile.lost = self.perf.lost();
+    }
+
+    /// The time each of the `count` samples of this batch stands for: one
+    /// period, less the share of steal time (see the module docs). The
+    /// budget is the process's CPU time since open less the time already
+    /// written, so a batch weighted too low (`/proc` counts in 10 ms ticks)
+    /// is made up by the next. A target that exited keeps the last weight.
+    fn sample_weight(&mut self, sampler: &mut Sampler<'_>, count: u64) -> u64 {
+        let period = self.context.period_ns;
+        if count == 0 {
+            return period;
+        }
+        if let Some(start) = self.cpu_at_open {
+            if let Ok(now) = sampler.target.process.cpu_time() {
+                let used = now.saturating_sub(start).as_nanos() as u64;
+                self.sample_nanos = batch_weight(used, self.written_nanos, count, period);
+            }
+        }
+        self.written_nanos += self.sample_nanos * count;
+        sampler.profile.steal_nanos += (period - self.sample_nanos) * count;
+        self.sample_nanos
     }
 }
 
@@ -387,11 +440,11 @@ impl Sampler<'_> {
     /// collected sample is written. Without `--idle` each perf sample is a
     /// sample; with it, the samples are the snapshots and a perf sample adds
     /// one running goroutine.
-    fn count_perf_sample(&mut self, sample: &PerfSample, context: &SampleContext) {
+    fn count_perf_sample(&mut self, sample: &PerfSample, context: &SampleContext, nanos: u64) {
         if !self.options.idle {
             self.profile.samples += 1;
         }
-        let weight = Weight::one(context.period_ns);
+        let weight = Weight::one(nanos);
         match self.perf_sample_stack(sample, context) {
             Ok(stack) => {
                 self.count(stack, weight);
@@ -686,6 +739,23 @@ mod tests {
                 None => false,
             }
         }
+    }
+
+    #[test]
+    fn batches_are_weighted_to_the_cpu_time_used_never_above_a_period() {
+        // No steal: CPU time at least covers the samples, a period each.
+        assert_eq!(batch_weight(1_050, 0, 10, 100), 100);
+        // A third stolen: 15 samples of perf's clock for 1000 ns of CPU.
+        let (mut written, mut used) = (0, 0);
+        for _ in 0..10 {
+            used += 1_000;
+            written += 15 * batch_weight(used, written, 15, 100);
+        }
+        assert!((9_900..=10_000).contains(&written), "{written}");
+        // A batch weighted low is made up by the next (10 ms /proc ticks).
+        assert_eq!(batch_weight(1_000, 1_000, 10, 100), 0);
+        assert_eq!(batch_weight(3_000, 1_000, 10, 100), 100);
+        assert_eq!(batch_weight(5, 0, 0, 100), 5);
     }
 
     #[test]
