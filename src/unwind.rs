@@ -169,6 +169,15 @@ struct PcFacts<'a> {
     sp_delta: Option<i64>,
 }
 
+/// Whether the caller of function `name` was interrupted there (a signal,
+/// an injected call) rather than calling it: its pc is then exact.
+fn interrupts_its_caller(name: &str) -> bool {
+    matches!(
+        name,
+        "runtime.sigpanic" | "runtime.asyncPreempt" | "runtime.debugCallV2"
+    )
+}
+
 /// Decides where to start unwinding goroutine `g`, as the runtime does for
 /// its status (shared/docs/go-runtime/README.md §2.3, §2.5). `thread` is the
 /// stopped thread running it, when it is running.
@@ -263,6 +272,56 @@ impl<'a> Unwinder<'a> {
     ) -> StackEnd {
         frames.clear();
         self.walk(start, mem, frames)
+    }
+
+    /// Appends to `frames` the frames of `returns`, the return addresses of
+    /// a call chain taken by following saved frame pointers (innermost
+    /// first), if it is whole: every address in Go code, the last one in a
+    /// stack's root (`runtime.goexit`, `mstart`) and within the depth cap.
+    /// Otherwise `frames` is left as it was and the result is false.
+    pub fn extend_with_returns(&self, returns: &[u64], frames: &mut Vec<PhysicalFrame>) -> bool {
+        let before = frames.len();
+        // The caller of these was interrupted, not calling: its pc is exact.
+        let mut trap = frames.last().is_some_and(|f| {
+            self.facts(f.func.entry)
+                .is_some_and(|facts| interrupts_its_caller(facts.name))
+        });
+        for &pc in returns {
+            let link_pc = pc.wrapping_sub(self.bias);
+            let facts = if trap {
+                self.facts(link_pc)
+            } else {
+                // A return address may be the first byte after its
+                // function (a call as the last instruction).
+                self.facts(link_pc.wrapping_sub(1))
+            };
+            let Some(facts) = facts.filter(|_| frames.len() < self.max_depth) else {
+                frames.truncate(before);
+                return false;
+            };
+            let sym_pc = if trap || link_pc == facts.func.entry {
+                link_pc
+            } else {
+                link_pc - 1
+            };
+            frames.push(PhysicalFrame {
+                pc,
+                func: facts.func,
+                sym_pc,
+            });
+            trap = interrupts_its_caller(facts.name);
+        }
+        let whole = frames.len() > before
+            && frames.last().is_some_and(|f| {
+                self.facts(f.func.entry).is_some_and(|facts| {
+                    facts.flag & FUNC_FLAG_TOPFRAME != 0
+                        || matches!(facts.name, "runtime.goexit" | "runtime.mstart")
+                })
+            });
+        if !whole {
+            frames.truncate(before);
+        }
+        whole
     }
 
     /// The facts about link-time `pc`, from the cache or the pclntab.
@@ -376,10 +435,7 @@ impl<'a> Unwinder<'a> {
                 return StackEnd::Incomplete(format!("no return address above {name}"));
             }
             // The caller of these was interrupted, not calling: its pc is exact.
-            trap = matches!(
-                name,
-                "runtime.sigpanic" | "runtime.asyncPreempt" | "runtime.debugCallV2"
-            );
+            trap = interrupts_its_caller(name);
             pc = ret;
             sp = fp;
         }

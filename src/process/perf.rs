@@ -4,8 +4,9 @@
 //! [`PerfSampler::open`] opens one software `task-clock` event per thread of
 //! the target. Every `period_ns` of a thread's CPU time the kernel interrupts
 //! it and, if it was running user code, writes a sample into a ring buffer
-//! that gospy maps: the thread id, a timestamp, the registers IP, SP and BP
-//! and a copy of the top of the user stack. Nothing in the target is stopped.
+//! that gospy maps: the thread id, a timestamp, the user call chain the
+//! kernel found by following frame pointers (Go code keeps them), the
+//! registers IP, SP and BP and a copy of the top of the user stack. Nothing in the target is stopped.
 //! This is an on-CPU profile: a thread that is blocked, or busy in the kernel
 //! (a system call), is not sampled.
 //!
@@ -48,6 +49,7 @@ const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
 
 const PERF_SAMPLE_TID: u64 = 1 << 1;
 const PERF_SAMPLE_TIME: u64 = 1 << 2;
+const PERF_SAMPLE_CALLCHAIN: u64 = 1 << 5;
 const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
 const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
 
@@ -58,6 +60,10 @@ const ATTR_WATERMARK: u64 = 1 << 14;
 const ATTR_EXCLUDE_KERNEL: u64 = 1 << 5;
 const ATTR_EXCLUDE_HV: u64 = 1 << 6;
 const ATTR_USE_CLOCKID: u64 = 1 << 25;
+const ATTR_EXCLUDE_CALLCHAIN_KERNEL: u64 = 1 << 21;
+/// Call chain entries at or above this are context markers
+/// (`PERF_CONTEXT_USER` and the like), not addresses.
+const PERF_CONTEXT_MAX: u64 = -4095i64 as u64;
 
 // x86 `enum perf_event_x86_regs`. Sampled registers are written in
 // ascending order of these numbers: BX, BP, SP, IP, R12, R13, R14, R15 (the
@@ -142,9 +148,13 @@ const RING_SPAN: Duration = Duration::from_millis(100);
 const MIN_DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Entries of a sample's call chain, at most: the kernel's default
+/// (`kernel.perf_event_max_stack`), and a user marker.
+const MAX_CALLCHAIN: usize = 128;
+
 /// Size of a sample record without the stack copy: header, pid and tid,
-/// time, regs abi, eight registers, stack size, dyn_size.
-const SAMPLE_FIXED_BYTES: usize = 8 + 8 + 8 + 8 + 8 * 8 + 8 + 8;
+/// time, call chain, regs abi, eight registers, stack size, dyn_size.
+const SAMPLE_FIXED_BYTES: usize = 8 + 8 + 8 + 8 + 8 * MAX_CALLCHAIN + 8 + 8 * 8 + 8 + 8;
 
 /// One sample of one thread, taken while it ran user code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +180,13 @@ pub struct PerfSample {
     /// Copy of the user stack from `sp` upwards. At most the requested
     /// size; shorter when the stack mapping ends sooner.
     pub stack: Vec<u8>,
+    /// The user call chain at the sample: `ip`, then the return address of
+    /// each frame found by following saved frame pointers from `bp`. Exact
+    /// through Go frames (Go keeps frame pointers on amd64), except that a
+    /// function sampled before it saved its frame pointer (prologue,
+    /// frameless leaf) hides its caller; ends where the chain breaks (C
+    /// code without frame pointers) or at the kernel's depth cap.
+    pub callchain: Vec<u64>,
 }
 
 impl PerfSample {
@@ -412,6 +429,7 @@ fn sampling_attr(period_ns: u64, stack_bytes: u32, wakeup_bytes: usize) -> PerfE
         sample_period: period_ns,
         sample_type: PERF_SAMPLE_TID
             | PERF_SAMPLE_TIME
+            | PERF_SAMPLE_CALLCHAIN
             | PERF_SAMPLE_REGS_USER
             | PERF_SAMPLE_STACK_USER,
         // Disabled until the ring buffer is mapped. Time in the kernel is
@@ -419,7 +437,12 @@ fn sampling_attr(period_ns: u64, stack_bytes: u32, wakeup_bytes: usize) -> PerfE
         // of its system call): the runtime's profiler counts it, and so must
         // we; `open` excludes it where that is not permitted. CLOCK_MONOTONIC
         // timestamps compare with the rest of gospy's clocks.
-        flags: ATTR_DISABLED | ATTR_EXCLUDE_HV | ATTR_USE_CLOCKID | ATTR_WATERMARK,
+        // Only the user part of the call chain.
+        flags: ATTR_DISABLED
+            | ATTR_EXCLUDE_HV
+            | ATTR_USE_CLOCKID
+            | ATTR_WATERMARK
+            | ATTR_EXCLUDE_CALLCHAIN_KERNEL,
         // The kernel caps it at the ring's size (a smaller fallback ring).
         wakeup_events: u32::try_from(wakeup_bytes).unwrap_or(u32::MAX),
         sample_regs_user: (1 << PERF_REG_X86_BX)
@@ -747,7 +770,7 @@ fn drain(
 }
 
 /// A `PERF_RECORD_SAMPLE` for our sample_type: header; u32 pid, tid; u64
-/// time; u64 abi, then BX, BP, SP, IP, R12, R13, R14, R15 unless abi is NONE; u64 size, size bytes
+/// time; u64 nr, nr u64 call chain entries; u64 abi, then BX, BP, SP, IP, R12, R13, R14, R15 unless abi is NONE; u64 size, size bytes
 /// of stack, then u64 dyn_size (bytes actually copied) unless size is 0.
 /// None for a malformed record or one without user registers.
 fn parse_sample(record: &[u8]) -> Option<PerfSample> {
@@ -755,6 +778,14 @@ fn parse_sample(record: &[u8]) -> Option<PerfSample> {
     let _pid = r.u32()?;
     let tid = r.u32()?;
     let time_ns = r.u64()?;
+    let chain_len = r.u64()?;
+    let chain = r.bytes(chain_len.checked_mul(8)?)?;
+    let callchain = chain
+        .chunks_exact(8)
+        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+        .filter(|&a| a < PERF_CONTEXT_MAX)
+        .take(MAX_CALLCHAIN)
+        .collect();
     if r.u64()? == PERF_SAMPLE_REGS_ABI_NONE {
         return None;
     }
@@ -782,6 +813,7 @@ fn parse_sample(record: &[u8]) -> Option<PerfSample> {
         r13,
         r15,
         stack,
+        callchain,
     })
 }
 
@@ -821,6 +853,10 @@ mod tests {
         body.extend(7u32.to_ne_bytes()); // pid
         body.extend(tid.to_ne_bytes());
         body.extend(1000u64.to_ne_bytes()); // time
+        body.extend(3u64.to_ne_bytes()); // call chain: user marker, ip, a return
+        body.extend((-512i64 as u64).to_ne_bytes());
+        body.extend(ip.to_ne_bytes());
+        body.extend(0x40_2000u64.to_ne_bytes());
         body.extend(2u64.to_ne_bytes()); // abi 64
         body.extend(0xb8u64.to_ne_bytes()); // bx
         body.extend(0xb0u64.to_ne_bytes()); // bp
@@ -897,6 +933,7 @@ mod tests {
             (0xb8, 0x12, 0x13, 0xc000, 0x15, 0x401000)
         );
         assert_eq!(out[0].stack, &stack[..40]);
+        assert_eq!(out[0].callchain, [0x401000, 0x40_2000], "markers dropped");
         assert_eq!(out[0].time_ns, 1000);
         assert_eq!(out[1].tid, 12);
         assert!(out[1].stack.is_empty());
@@ -916,7 +953,7 @@ mod tests {
         assert!(run(512, 0, &[tiny]).0.is_empty());
         // A stack size field beyond the record, and a huge dyn_size.
         let mut bad_stack = good.clone();
-        let at = 8 + 8 + 8 + 8 + 64;
+        let at = 8 + 8 + 8 + 8 + 32 + 64;
         bad_stack[at..at + 8].copy_from_slice(&u64::MAX.to_ne_bytes());
         let mut big_dyn = good.clone();
         let end = big_dyn.len();
@@ -947,6 +984,7 @@ mod tests {
     fn sample_without_user_registers_is_dropped() {
         let mut body = Vec::new();
         body.extend([0u8; 16]); // pid, tid, time
+        body.extend(0u64.to_ne_bytes()); // empty call chain
         body.extend(PERF_SAMPLE_REGS_ABI_NONE.to_ne_bytes());
         body.extend(0u64.to_ne_bytes()); // stack size 0
         assert!(parse_sample(&record(PERF_RECORD_SAMPLE, &body)).is_none());
@@ -963,7 +1001,7 @@ mod tests {
         // 100 ms of samples at 1 Hz is none: the minimum.
         assert_eq!(data_pages(1024, 4096, HZ_1), MIN_DATA_PAGES);
         // Larger samples need more than the minimum, in a power of two.
-        assert_eq!(data_pages(8000, 4096, HZ_1), 16);
+        assert_eq!(data_pages(8000, 4096, HZ_1), 32);
         assert_eq!(data_pages(16384, 4096, HZ_1), 64);
         // At least 8 samples, even beyond the usual maximum.
         assert_eq!(data_pages(MAX_STACK_BYTES, 4096, HZ_1), 128);

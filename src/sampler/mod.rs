@@ -710,9 +710,23 @@ impl<'t> Sampler<'t> {
         mem: &dyn Memory,
         thread: Option<u64>,
         on_cpu: bool,
-        mut locations: Vec<u32>,
+        locations: Vec<u32>,
     ) -> Option<Stack> {
         let end = self.unwinder.unwind_into(start, mem, &mut self.physical);
+        self.stack_of_physical(g, end, thread, on_cpu, locations)
+    }
+
+    /// [`Sampler::stack_from`]'s second half: `g`'s stack from the frames
+    /// just unwound into `self.physical` (after `locations`), which ended
+    /// as `end`.
+    fn stack_of_physical(
+        &mut self,
+        g: &Goroutine,
+        end: StackEnd,
+        thread: Option<u64>,
+        on_cpu: bool,
+        mut locations: Vec<u32>,
+    ) -> Option<Stack> {
         let physical = std::mem::take(&mut self.physical);
         locations.extend(physical.iter().filter_map(|p| self.location(p)));
         self.physical = physical;

@@ -36,8 +36,12 @@ use crate::process::perf::{PerfSample, PerfSampler};
 use crate::runtime::{GStatus, Goroutine, Machine};
 use crate::snapshot::{self, SnapshotOptions};
 use crate::target::Target;
-use crate::unwind::{StackBounds, StartState, UserSwitch};
+use crate::unwind::{StackBounds, StackEnd, StartState, UserSwitch};
 use std::sync::Arc;
+
+/// The goroutine root of a stack whose goroutine is not known (with
+/// `--goroutines`).
+const UNKNOWN_GOROUTINE_FRAME: &str = "goroutine ?";
 
 /// Bytes of stack the kernel copies per sample: the innermost frames (a
 /// few dozen in typical Go code), at the cost of a copy in the target's
@@ -213,6 +217,24 @@ fn moved_stack_address(addr: u64, now: StackBounds) -> Option<u64> {
     let old_hi = (addr | (size - 1)).checked_add(1)?;
     let moved = now.hi.checked_sub(old_hi - addr)?;
     now.contains(moved).then_some(moved)
+}
+
+/// The part of a sample's call chain (`chain`: its pc, then return
+/// addresses) beyond the frames unwound from its stack copy (their pcs
+/// `unwound`, innermost first, the first being the sampled pc): None unless
+/// they line up. A function sampled before it saved its frame pointer hides
+/// its caller from the chain, so the chain may lag the frames by one.
+fn chain_beyond<'c>(unwound: &[u64], chain: &'c [u64]) -> Option<&'c [u64]> {
+    let last = unwound.len().checked_sub(1).filter(|&l| l >= 1)?;
+    if chain.first() != unwound.first() {
+        return None;
+    }
+    [0isize, -1, 1].into_iter().find_map(|lag| {
+        let at = |i: usize| usize::try_from(i as isize + lag).ok().filter(|&j| j >= 1);
+        let lined_up = (1..=last).all(|i| at(i).is_none_or(|j| chain.get(j) == Some(&unwound[i])));
+        let end = at(last)?;
+        (lined_up && end < chain.len()).then(|| &chain[end + 1..])
+    })
 }
 
 /// Memory with nothing in it: what lies beyond a sample's stack copy when
@@ -518,14 +540,26 @@ impl Sampler<'_> {
                     .ok()
                     .and_then(|()| Machine::decode(m.addr, &m_bytes, layout))
                     .ok_or(Unattributed::Switched)?;
+                let g0 = || read_g(machine.g0).and_then(|g0| g0.stack_bounds());
                 if machine.curg == 0 {
+                    // Sampled running a goroutine (on its stack, or on the
+                    // system stack for it) that the M has left since: the
+                    // sample's own frames, if they are whole.
+                    if in_go {
+                        if let Some(stack) = self.stack_of_unknown_goroutine(sample, m.tid) {
+                            return Ok(stack);
+                        }
+                    }
                     // The runtime's own work on the system stack (scheduler,
                     // GC, sysmon): its frames, as the runtime's profiler
                     // shows them, under a root that says so.
-                    let g0 = read_g(machine.g0).and_then(|g0| g0.stack_bounds());
-                    return Ok(self.no_goroutine_stack(sample, in_go, g0, &memory));
+                    return Ok(self.no_goroutine_stack(sample, in_go, g0(), &memory));
                 }
-                let g = read_g(machine.curg).ok_or(Unattributed::Switched)?;
+                let Some(g) = read_g(machine.curg) else {
+                    return self
+                        .stack_of_unknown_goroutine(sample, m.tid)
+                        .ok_or(Unattributed::Switched);
+                };
                 (g, machine)
             }
         };
@@ -548,6 +582,9 @@ impl Sampler<'_> {
         let (pc, sp, trap) = if in_go {
             (sample.ip, sample.sp, true)
         } else if let (true, Some(go)) = (in_vdso, go_return) {
+            if let Some(stack) = self.vdso_stack_from_chain(sample, go, &g, &memory, machine.tid) {
+                return Ok(stack);
+            }
             self.vdso_caller(go, &g, &memory, &on_known_stack)
                 .ok_or(Unattributed::Switched)?
         } else if g.status == GStatus::Syscall && !g.stack_contains(sample.sp) {
@@ -610,9 +647,8 @@ impl Sampler<'_> {
                 user_switch: None,
             };
             g.status = GStatus::Running;
-            let copy_only = SampleMemory::new(sample.sp, &sample.stack, &NoMemory);
             return self
-                .stack_from(&g, &start, &copy_only, Some(machine.tid), true, Vec::new())
+                .sample_stack_from(&g, &start, sample, &NoMemory, machine.tid, Vec::new())
                 .ok_or(Unattributed::NoGoFrames);
         } else {
             return Err(Unattributed::Switched);
@@ -623,8 +659,155 @@ impl Sampler<'_> {
         if !in_go {
             self.native_locations(&sample.registers(), &memory, &mut locations);
         }
-        self.stack_from(&g, &start, &memory, Some(machine.tid), true, locations)
+        self.sample_stack_from(&g, &start, sample, &memory, machine.tid, locations)
             .ok_or(Unattributed::NoGoFrames)
+    }
+
+    /// The stack of `g` from `start` (after `locations`): the frames in the
+    /// sample's stack copy, then those of its call chain beyond them, taken
+    /// at the instant of the sample. Only when the chain does not line up
+    /// with the copy's frames (or breaks: C code without frame pointers,
+    /// the kernel's depth cap) are the frames beyond the copy read from
+    /// `beyond`, the live process, where they may have changed since.
+    fn sample_stack_from(
+        &mut self,
+        g: &Goroutine,
+        start: &StartState,
+        sample: &PerfSample,
+        beyond: &dyn Memory,
+        tid: u64,
+        locations: Vec<u32>,
+    ) -> Option<Stack> {
+        let copy_only = SampleMemory::new(sample.sp, &sample.stack, &NoMemory);
+        let mut end = self
+            .unwinder
+            .unwind_into(start, &copy_only, &mut self.physical);
+        if self.cut_at_systemstack() {
+            end = StackEnd::Truncated;
+        }
+        if end != StackEnd::Complete {
+            let pcs: Vec<u64> = self.physical.iter().map(|f| f.pc).collect();
+            let extended = chain_beyond(&pcs, &sample.callchain)
+                .is_some_and(|rest| self.unwinder.extend_with_returns(rest, &mut self.physical));
+            end = if extended {
+                StackEnd::Complete
+            } else {
+                let memory = SampleMemory::new(sample.sp, &sample.stack, beyond);
+                self.unwinder
+                    .unwind_into(start, &memory, &mut self.physical)
+            };
+        }
+        self.stack_of_physical(g, end, Some(tid), true, locations)
+    }
+
+    /// Cuts the frames just unwound after the first `runtime.systemstack`
+    /// they went on past: beyond it the system stack holds only its own
+    /// root (`mstart`) once the goroutine's saved context is gone, while
+    /// the sample's call chain leads on to the goroutine's frames. True if
+    /// it cut.
+    fn cut_at_systemstack(&mut self) -> bool {
+        let pclntab = &self.target.binary.pclntab;
+        let at = self
+            .physical
+            .iter()
+            .position(|f| pclntab.func_name(&f.func) == "runtime.systemstack");
+        match at {
+            Some(i) if i + 1 < self.physical.len() => {
+                self.physical.truncate(i + 1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The stack of a sample in Go code whose goroutine is not known (before
+    /// Go 1.17 it is the one the M runs when the batch is read, and the M
+    /// may have switched since): its frames from the stack copy and the
+    /// call chain, if they are whole and lead to a goroutine's root, with no
+    /// goroutine's labels or id.
+    fn stack_of_unknown_goroutine(&mut self, sample: &PerfSample, tid: u64) -> Option<Stack> {
+        let copied = StackBounds {
+            lo: sample.sp,
+            hi: sample.sp.saturating_add(sample.stack.len() as u64),
+        };
+        let start = StartState {
+            pc: sample.ip,
+            sp: sample.sp,
+            trap: true,
+            stack: Some(copied),
+            user_switch: None,
+        };
+        let copy_only = SampleMemory::new(sample.sp, &sample.stack, &NoMemory);
+        let end = self
+            .unwinder
+            .unwind_into(&start, &copy_only, &mut self.physical);
+        if end != StackEnd::Complete || self.cut_at_systemstack() {
+            let pcs: Vec<u64> = self.physical.iter().map(|f| f.pc).collect();
+            let rest = chain_beyond(&pcs, &sample.callchain)?;
+            if !self.unwinder.extend_with_returns(rest, &mut self.physical) {
+                return None;
+            }
+        }
+        let pclntab = &self.target.binary.pclntab;
+        let root = self.physical.last()?;
+        if pclntab.func_name(&root.func) != "runtime.goexit" {
+            return None;
+        }
+        let physical = std::mem::take(&mut self.physical);
+        let locations: Vec<u32> = physical.iter().filter_map(|p| self.location(p)).collect();
+        self.physical = physical;
+        let mut roots = Vec::new();
+        if self.options.threads {
+            roots.push(format!("thread {tid}").into());
+        }
+        if self.options.goroutines {
+            roots.push(UNKNOWN_GOROUTINE_FRAME.into());
+        }
+        (!locations.is_empty()).then(|| Stack {
+            roots,
+            locations,
+            state: None,
+            labels: Default::default(),
+        })
+    }
+
+    /// A vDSO sample's stack from its call chain (Go 1.17+, whose vDSO
+    /// callers keep the frame pointer chain intact): the C frames from the
+    /// stack copy, then the Go frames from the caller of the function that
+    /// called the vDSO (`go`), where the runtime's own traceback starts
+    /// (runtime/proc.go `sigprof`, `m.vdsoPC`). None if the chain is not
+    /// whole.
+    fn vdso_stack_from_chain(
+        &mut self,
+        sample: &PerfSample,
+        go: GoReturn,
+        g: &Goroutine,
+        memory: &dyn Memory,
+        tid: u64,
+    ) -> Option<Stack> {
+        let target = self.target;
+        let chain = &sample.callchain;
+        let first_go = chain.iter().position(|&pc| target.in_go_code(pc))?;
+        let func_of = |pc: u64| {
+            target
+                .binary
+                .pclntab
+                .find_func(pc.wrapping_sub(target.bias).wrapping_sub(1))
+                .map(|f| f.entry)
+        };
+        let mut rest = &chain[first_go..];
+        if func_of(rest[0]).is_some() && func_of(rest[0]) == func_of(go.pc) {
+            rest = &rest[1..];
+        }
+        self.physical.clear();
+        if !self.unwinder.extend_with_returns(rest, &mut self.physical) {
+            return None;
+        }
+        let mut locations = Vec::new();
+        self.native_locations(&sample.registers(), memory, &mut locations);
+        let mut g = g.clone();
+        g.status = GStatus::Running;
+        self.stack_of_physical(&g, StackEnd::Complete, Some(tid), true, locations)
     }
 
     /// For a sample in the vDSO, where the runtime's traceback starts too
@@ -739,6 +922,34 @@ mod tests {
                 None => false,
             }
         }
+    }
+
+    #[test]
+    fn call_chains_continue_the_frames_of_the_copy_where_they_line_up() {
+        // Frames 0x10 (sampled pc), 0x20, 0x30; the chain goes on to 0x40, 0x50.
+        let chain = [0x10, 0x20, 0x30, 0x40, 0x50];
+        assert_eq!(
+            chain_beyond(&[0x10, 0x20, 0x30], &chain),
+            Some(&[0x40, 0x50][..])
+        );
+        // Sampled in a prologue: the chain lacks the caller 0x20.
+        let lagging = [0x10, 0x30, 0x40, 0x50];
+        assert_eq!(
+            chain_beyond(&[0x10, 0x20, 0x30], &lagging),
+            Some(&[0x40, 0x50][..])
+        );
+        // Nothing beyond: an empty rest.
+        assert_eq!(
+            chain_beyond(&[0x10, 0x20, 0x30, 0x40, 0x50], &chain),
+            Some(&[][..])
+        );
+        // Frames that disagree with the chain, another sampled pc, or no
+        // return address to line up with: no rest.
+        assert_eq!(chain_beyond(&[0x10, 0x21, 0x31], &chain), None);
+        assert_eq!(chain_beyond(&[0x11, 0x20], &chain), None);
+        assert_eq!(chain_beyond(&[0x10], &chain), None);
+        assert_eq!(chain_beyond(&[], &chain), None);
+        assert_eq!(chain_beyond(&[0x10, 0x20], &[]), None);
     }
 
     #[test]
