@@ -6,7 +6,8 @@
 //! it and, if it was running user code, writes a sample into a ring buffer
 //! that gospy maps: the thread id, a timestamp, the user call chain the
 //! kernel found by following frame pointers (Go code keeps them), the
-//! registers IP, SP and BP and a copy of the top of the user stack. Nothing in the target is stopped.
+//! registers IP, SP and BP and a copy of the top of the user stack. Nothing
+//! in the target is stopped.
 //! This is an on-CPU profile: a thread that is blocked, or busy in the kernel
 //! (a system call), is not sampled.
 //!
@@ -770,8 +771,9 @@ fn drain(
 }
 
 /// A `PERF_RECORD_SAMPLE` for our sample_type: header; u32 pid, tid; u64
-/// time; u64 nr, nr u64 call chain entries; u64 abi, then BX, BP, SP, IP, R12, R13, R14, R15 unless abi is NONE; u64 size, size bytes
-/// of stack, then u64 dyn_size (bytes actually copied) unless size is 0.
+/// time; u64 nr, nr u64 call chain entries; u64 abi, then BX, BP, SP, IP,
+/// R12, R13, R14, R15 unless abi is NONE; u64 size, size bytes of stack,
+/// then u64 dyn_size (bytes actually copied) unless size is 0.
 /// None for a malformed record or one without user registers.
 fn parse_sample(record: &[u8]) -> Option<PerfSample> {
     let mut r = Reader(record.get(8..)?);

@@ -678,26 +678,31 @@ impl Sampler<'_> {
         tid: u64,
         locations: Vec<u32>,
     ) -> Option<Stack> {
+        let end = if self.unwind_copy_and_chain(start, sample) {
+            StackEnd::Complete
+        } else {
+            let memory = SampleMemory::new(sample.sp, &sample.stack, beyond);
+            self.unwinder
+                .unwind_into(start, &memory, &mut self.physical)
+        };
+        self.stack_of_physical(g, end, Some(tid), true, locations)
+    }
+
+    /// Unwinds from `start` into `self.physical` with the sample's stack
+    /// copy only, then continues with its call chain where the two line up.
+    /// True if the frames are whole (they reach a stack's root).
+    fn unwind_copy_and_chain(&mut self, start: &StartState, sample: &PerfSample) -> bool {
         let copy_only = SampleMemory::new(sample.sp, &sample.stack, &NoMemory);
-        let mut end = self
+        let end = self
             .unwinder
             .unwind_into(start, &copy_only, &mut self.physical);
-        if self.cut_at_systemstack() {
-            end = StackEnd::Truncated;
+        let cut = self.cut_at_systemstack();
+        if end == StackEnd::Complete && !cut {
+            return true;
         }
-        if end != StackEnd::Complete {
-            let pcs: Vec<u64> = self.physical.iter().map(|f| f.pc).collect();
-            let extended = chain_beyond(&pcs, &sample.callchain)
-                .is_some_and(|rest| self.unwinder.extend_with_returns(rest, &mut self.physical));
-            end = if extended {
-                StackEnd::Complete
-            } else {
-                let memory = SampleMemory::new(sample.sp, &sample.stack, beyond);
-                self.unwinder
-                    .unwind_into(start, &memory, &mut self.physical)
-            };
-        }
-        self.stack_of_physical(g, end, Some(tid), true, locations)
+        let pcs: Vec<u64> = self.physical.iter().map(|f| f.pc).collect();
+        chain_beyond(&pcs, &sample.callchain)
+            .is_some_and(|rest| self.unwinder.extend_with_returns(rest, &mut self.physical))
     }
 
     /// Cuts the frames just unwound after the first `runtime.systemstack`
@@ -737,16 +742,8 @@ impl Sampler<'_> {
             stack: Some(copied),
             user_switch: None,
         };
-        let copy_only = SampleMemory::new(sample.sp, &sample.stack, &NoMemory);
-        let end = self
-            .unwinder
-            .unwind_into(&start, &copy_only, &mut self.physical);
-        if end != StackEnd::Complete || self.cut_at_systemstack() {
-            let pcs: Vec<u64> = self.physical.iter().map(|f| f.pc).collect();
-            let rest = chain_beyond(&pcs, &sample.callchain)?;
-            if !self.unwinder.extend_with_returns(rest, &mut self.physical) {
-                return None;
-            }
+        if !self.unwind_copy_and_chain(&start, sample) {
+            return None;
         }
         let pclntab = &self.target.binary.pclntab;
         let root = self.physical.last()?;
@@ -796,7 +793,9 @@ impl Sampler<'_> {
                 .map(|f| f.entry)
         };
         let mut rest = &chain[first_go..];
-        if func_of(rest[0]).is_some() && func_of(rest[0]) == func_of(go.pc) {
+        // The function that called the vDSO, if its frame is in the chain.
+        let caller = func_of(rest[0]);
+        if caller.is_some() && caller == func_of(go.pc) {
             rest = &rest[1..];
         }
         self.physical.clear();
