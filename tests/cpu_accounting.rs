@@ -2,7 +2,11 @@
 //! window: the `cpukinds` fixture burns CPU in five kinds of code and, on
 //! SIGUSR1, writes `pprof.StartCPUProfile` output for its `-window`, while
 //! gospy records the same seconds. Both files are read with the real
-//! `go tool pprof -traces`.
+//! `go tool pprof -traces`. With `-lock` the fixture also writes the exact
+//! split of that window (each worker locked to a thread, its thread CPU
+//! clock read after every quantum): the runtime's profiler itself is several
+//! points off it on this machine's kind (README, "What a sample is"), so
+//! the 3-point goal is checked against the exact split.
 
 mod common;
 
@@ -107,6 +111,8 @@ fn tmp(name: &str) -> PathBuf {
 /// gospy's summary line, and the CPU time `/proc` says the target used.
 struct Comparison {
     runtime: Shares,
+    /// The fixture's exact split (`-lock`): process CPU seconds, shares.
+    exact: Option<Shares>,
     gospy: Shares,
     stderr: String,
     proc_cpu_secs: f64,
@@ -144,28 +150,36 @@ fn proc_cpu_secs(pid: u32) -> f64 {
 
 /// Records the fixture (GOMAXPROCS=`gomaxprocs`) with gospy at `rate` Hz
 /// (`extra` flags) and with the runtime over the same window, calling
-/// `prepare(pid)` once the fixture runs.
+/// `prepare(pid)` once the fixture runs; with `lock`, the fixture's
+/// workers are locked to threads and it writes the exact split too.
 fn compare_with(
     tc: &Toolchain,
     gomaxprocs: usize,
     rate: &str,
     window_secs: u32,
     extra: &[&str],
+    lock: bool,
     prepare: &dyn Fn(u32) -> Result<(), String>,
 ) -> Result<Comparison, String> {
     let bin = build_fixture("cpukinds", tc, BuildMode::Default);
     let tag = format!("go{}-{gomaxprocs}{}", tc.version, extra.join(""));
     let runtime_file = tmp(&format!("runtime-{tag}.pprof"));
     let gospy_file = tmp(&format!("gospy-{tag}.pprof"));
+    let exact_file = PathBuf::from(format!("{}.truth", runtime_file.display()));
+    let _ = std::fs::remove_file(&exact_file);
     let window = format!("{window_secs}s");
+    let mut fixture_args = vec![
+        "-profile",
+        runtime_file.to_str().unwrap(),
+        "-window",
+        &window,
+    ];
+    if lock {
+        fixture_args.push("-lock");
+    }
     let mut target = Target::start_with_env(
         &bin,
-        &[
-            "-profile",
-            runtime_file.to_str().unwrap(),
-            "-window",
-            &window,
-        ],
+        &fixture_args,
         &[("GOMAXPROCS", &gomaxprocs.to_string())],
     );
     prepare(target.pid())?;
@@ -193,13 +207,36 @@ fn compare_with(
         ));
     }
     target.wait_for("PROFILED", Duration::from_secs(30));
+    let exact = if lock {
+        Some(exact_split(&exact_file)?)
+    } else {
+        None
+    };
     Ok(Comparison {
+        exact,
         runtime: shares(&traces(tc, &runtime_file)?),
         gospy: shares(&traces(tc, &gospy_file)?),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         proc_cpu_secs: proc_cpu,
         steal_secs,
     })
+}
+
+/// The fixture's `.truth` file: one line of nanoseconds per kind, then the
+/// process's CPU nanoseconds over the same window.
+fn exact_split(path: &Path) -> Result<Shares, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("the fixture wrote no exact split {}: {e}", path.display()))?;
+    let nanos: Vec<f64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    if nanos.len() != KINDS.len() + 1 || nanos[KINDS.len()] <= 0.0 {
+        return Err(format!("{}: unexpected contents {text:?}", path.display()));
+    }
+    let process = nanos[KINDS.len()];
+    let shares = nanos[..KINDS.len()]
+        .iter()
+        .map(|k| 100.0 * k / process)
+        .collect();
+    Ok((process / 1e9, shares))
 }
 
 fn describe(label: &str, (total, shares): &Shares) -> String {
@@ -211,35 +248,47 @@ fn describe(label: &str, (total, shares): &Shares) -> String {
     format!("{label}: {total:.2} s of CPU, {}", kinds.join(" "))
 }
 
-/// Worst share difference (points) allowed in the default (ptrace) mode:
-/// measured differences are up to ~4 points with as many Ps as cores and
-/// up to ~7 with twice as many (the README's table); the issue's goal of 3
-/// is not met yet.
-const DEFAULT_MODE_SHARE_POINTS: f64 = 10.0;
+/// The issue's goal: each kind's share within 3 points of the truth.
+const GOAL_SHARE_POINTS: f64 = 3.0;
+
+/// Worst share difference (points) from the exact split allowed in the
+/// default (ptrace) mode: measured up to 2.7 points with as many Ps as
+/// cores and up to 5.0 with twice as many (the stop-the-world kind
+/// over-counted, system calls under-counted; README). The goal of 3 is not
+/// met there yet.
+const DEFAULT_MODE_EXACT_POINTS: f64 = 8.0;
+
+/// Before Go 1.17, `--nonblocking` loses the goroutine frames of samples
+/// in the vDSO: the function that calls it keeps its stack pointer in BP
+/// there, which breaks the frame pointer chain, and the goroutine's frames
+/// are read from the live stack after the fact (README: "What a sample
+/// is"); the vDSO kind is under-counted by ~10 points on this fixture (its
+/// workers change function every 5 ms).
+const OLD_GO_NONBLOCKING_EXACT_POINTS: f64 = 14.0;
+
+/// Worst share difference allowed from the runtime's own profile. The
+/// runtime's profiler is itself up to ~9 points off the exact split here
+/// (system calls over-counted, stop-the-world and allocation under-counted;
+/// measured gospy against it: up to 8.1 points in `--nonblocking`, 10.4 in
+/// the default mode), so this is looser than the goal: it catches a kind
+/// of code gospy loses altogether.
+const RUNTIME_SHARE_POINTS: f64 = 15.0;
+
+/// The same before Go 1.17 in `--nonblocking` (the vDSO, above).
+const OLD_GO_NONBLOCKING_RUNTIME_POINTS: f64 = 20.0;
 
 /// The same under a one-core CPU quota: measured 4.4-7.3 points on an
 /// otherwise idle machine, 11.2 once with a build running beside it (the
 /// stop-the-world kind over-counted: README, "What a sample is").
 const QUOTA_SHARE_POINTS: f64 = 15.0;
 
-/// The same for `--nonblocking`, whose stacks come from the sample's copy
-/// and call chain: measured up to ~7 points (allocation over-counted and
-/// the vDSO under-counted at twice as many Ps as cores).
-const NONBLOCKING_SHARE_POINTS: f64 = 12.0;
-
-/// The same before Go 1.17: the function that calls the vDSO keeps its
-/// stack pointer in BP there, which breaks the frame pointer chain, and
-/// the goroutine's frames are read from the live stack after the fact
-/// (README: "What a sample is"); the vDSO kind is under-counted by ~10
-/// points on this fixture (its workers change function every 5 ms).
-const OLD_GO_NONBLOCKING_SHARE_POINTS: f64 = 20.0;
-
-/// Total CPU time agrees within 10% with the runtime's profile or with
-/// what `/proc` says the target used, in both modes, with as many Ps as cores and with twice as many (where a sampler
-/// that counts runnable threads as running inflates it), on every
+/// Total CPU time agrees within 10% with the fixture's own CPU time over
+/// the window, the runtime's profile or what `/proc` says the target used,
+/// in both modes, with as many Ps as cores and with twice as many (where a
+/// sampler that counts runnable threads as running inflates it), on every
 /// toolchain; each kind of code (the vDSO, the system stack, the kernel,
-/// the GC) gets its share of it; and `--nonblocking` writes every sample
-/// it collected.
+/// the GC) gets its share of it, as the exact split and the runtime's
+/// profiler say; and `--nonblocking` writes every sample it collected.
 #[test]
 fn on_cpu_time_agrees_with_the_runtimes_profiler() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -247,19 +296,32 @@ fn on_cpu_time_agrees_with_the_runtimes_profiler() {
     let _lock = start_exclusive_lock();
     for tc in &toolchains() {
         for gomaxprocs in [cores, 2 * cores] {
-            for (mode, extra, allowed) in [
-                ("default", &[][..], DEFAULT_MODE_SHARE_POINTS),
+            let old_go = go_minor(&tc.version) < 17;
+            for (mode, extra, exact_points, runtime_points) in [
+                (
+                    "default",
+                    &[][..],
+                    DEFAULT_MODE_EXACT_POINTS,
+                    RUNTIME_SHARE_POINTS,
+                ),
                 (
                     "--nonblocking",
                     &["--nonblocking"][..],
-                    if go_minor(&tc.version) < 17 {
-                        OLD_GO_NONBLOCKING_SHARE_POINTS
+                    if old_go {
+                        OLD_GO_NONBLOCKING_EXACT_POINTS
                     } else {
-                        NONBLOCKING_SHARE_POINTS
+                        GOAL_SHARE_POINTS
+                    },
+                    if old_go {
+                        OLD_GO_NONBLOCKING_RUNTIME_POINTS
+                    } else {
+                        RUNTIME_SHARE_POINTS
                     },
                 ),
             ] {
-                let c = match compare_with(tc, gomaxprocs, "200", WINDOW_SECS, extra, &|_| Ok(())) {
+                let compared =
+                    compare_with(tc, gomaxprocs, "200", WINDOW_SECS, extra, true, &|_| Ok(()));
+                let c = match compared {
                     Ok(c) => c,
                     Err(e) => {
                         failures.push(format!(
@@ -269,35 +331,47 @@ fn on_cpu_time_agrees_with_the_runtimes_profiler() {
                         continue;
                     }
                 };
+                let exact = c.exact.as_ref().expect("the fixture ran with -lock");
                 let text = format!(
-                    "Go {} GOMAXPROCS={gomaxprocs} {mode}\n  {}\n  {}",
+                    "Go {} GOMAXPROCS={gomaxprocs} {mode}\n  {}\n  {}\n  {}",
                     tc.version,
+                    describe("exact  ", exact),
                     describe("runtime", &c.runtime),
                     describe("gospy  ", &c.gospy)
                 );
                 eprintln!("{text}");
-                // Two references, each with a known flaw: the runtime's
+                // Three references, each with a known flaw: the runtime's
                 // profiler sometimes loses a quarter of its samples (seen
-                // with Go 1.22), and /proc's figure spans gospy's start-up
-                // too. Within 10% of either passes; 0.65x (the old
-                // --nonblocking) or 1.33x (counting runnable threads) fail.
+                // with Go 1.22), /proc's figure spans gospy's start-up too,
+                // and the fixture's window is its own sleep, not gospy's.
+                // Within 10% of any passes; 0.65x (the old --nonblocking)
+                // or 1.33x (counting runnable threads) fail.
+                let vs_exact = c.gospy.0 / exact.0.max(1e-9);
                 let vs_runtime = c.gospy.0 / c.runtime.0.max(1e-9);
                 let vs_proc = c.gospy.0 / c.proc_cpu_secs.max(1e-9);
-                if ![vs_runtime, vs_proc]
+                if ![vs_exact, vs_runtime, vs_proc]
                     .iter()
                     .any(|r| (0.9..=1.1).contains(r))
                 {
                     failures.push(format!(
-                        "{text}\n  /proc: {:.2} s; total CPU ratio {vs_runtime:.2} to the \
-                         runtime's, {vs_proc:.2} to /proc's (machine steal time meanwhile: \
+                        "{text}\n  /proc: {:.2} s; total CPU ratio {vs_exact:.2} to the \
+                         fixture's, {vs_runtime:.2} to the runtime's, {vs_proc:.2} to /proc's (machine steal time meanwhile: \
                          {:.2} s)",
                         c.proc_cpu_secs, c.steal_secs
                     ));
                 }
-                let worst = worst_share_difference(&c.runtime, &c.gospy);
-                if worst > allowed {
+                let worst = worst_share_difference(exact, &c.gospy);
+                if worst > exact_points {
                     failures.push(format!(
-                        "{text}\n  worst share difference {worst:.1} points"
+                        "{text}\n  worst share difference from the exact split {worst:.1} \
+                         points (allowed {exact_points})"
+                    ));
+                }
+                let worst = worst_share_difference(&c.runtime, &c.gospy);
+                if worst > runtime_points {
+                    failures.push(format!(
+                        "{text}\n  worst share difference from the runtime's {worst:.1} \
+                         points (allowed {runtime_points})"
                     ));
                 }
                 if mode == "--nonblocking" {
@@ -436,8 +510,10 @@ fn cpu_quota_neither_freezes_the_target_nor_skews_the_profile() {
     let tc = newest_toolchain();
     let _lock = start_exclusive_lock();
     let group = OneCoreGroup::new().unwrap_or_else(|e| panic!("{e}"));
-    let c = compare_with(&tc, 2, "100", QUOTA_WINDOW_SECS, &[], &|pid| group.add(pid))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let c = compare_with(&tc, 2, "100", QUOTA_WINDOW_SECS, &[], false, &|pid| {
+        group.add(pid)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
         "{}\n{}\n/proc: {:.2} s of CPU\n{}",
         describe("runtime", &c.runtime),
