@@ -60,16 +60,23 @@ fn helper_busy() {
 }
 
 /// Spins until `stop`, with [`CANARY`] in its own stack frame, so it is in
-/// every stack copy taken while the thread runs here.
+/// every stack copy taken while the thread runs here. It calls [`step`] so
+/// that it is not a leaf: an optimised leaf may keep the canary in the red
+/// zone below the stack pointer, which a stack copy does not include.
 #[inline(never)]
 fn burn(stop: &AtomicBool) {
     let canary = [CANARY; 4];
     std::hint::black_box(&canary);
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        n = std::hint::black_box(n.wrapping_add(1));
+        n = step(n);
     }
     std::hint::black_box(&canary);
+}
+
+#[inline(never)]
+fn step(n: u64) -> u64 {
+    std::hint::black_box(n.wrapping_add(1))
 }
 
 /// The helper process, killed and reaped on drop.
