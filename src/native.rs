@@ -103,6 +103,8 @@ pub struct NativeFrame {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GoReturn {
     pub pc: u64,
+    /// The stack pointer there (the C frames' canonical frame address).
+    pub sp: Option<u64>,
     pub rbx: Option<u64>,
     pub rbp: Option<u64>,
     pub r12: Option<u64>,
@@ -318,6 +320,7 @@ impl NativeUnwinder {
             if stop_at(pc) {
                 let go = GoReturn {
                     pc,
+                    sp: state[RSP],
                     rbx: state[RBX],
                     rbp: state[RBP],
                     r12: state[R12],

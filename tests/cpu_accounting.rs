@@ -16,12 +16,38 @@ use std::time::Duration;
 
 use common::*;
 
-const KINDS: [&str; 5] = [
-    "main.kindPlain",
-    "main.kindVDSO",
-    "main.kindSTW",
-    "main.kindAlloc",
-    "main.kindSyscall",
+/// A kind of code: the fixture's function for it, then any root frame a
+/// profiler counts its time under when its goroutine is not known.
+type Kind = &'static [&'static str];
+
+const KINDS: [Kind; 5] = [
+    &["main.kindPlain"],
+    &["main.kindVDSO"],
+    &["main.kindSTW"],
+    &["main.kindAlloc"],
+    &["main.kindSyscall"],
+];
+
+/// A cgo build's kinds: the five, then C code called through cgo.
+const CGO_KINDS: [Kind; 6] = [
+    KINDS[0],
+    KINDS[1],
+    KINDS[2],
+    KINDS[3],
+    KINDS[4],
+    &["main.kindCgo"],
+];
+
+/// The same for `--nonblocking`, which counts C code whose goroutine has
+/// left that cgo call by the time its sample is read under `[cgo call]`
+/// (README, "What a sample is").
+const NONBLOCKING_CGO_KINDS: [Kind; 6] = [
+    KINDS[0],
+    KINDS[1],
+    KINDS[2],
+    KINDS[3],
+    KINDS[4],
+    &["main.kindCgo", "[cgo call]"],
 ];
 
 const WINDOW_SECS: u32 = 5;
@@ -83,14 +109,14 @@ fn seconds(v: &str) -> Option<f64> {
 type Shares = (f64, Vec<f64>);
 
 /// Total seconds and each kind's share (percent of the total).
-fn shares(samples: &[(f64, Vec<String>)]) -> Shares {
+fn shares(samples: &[(f64, Vec<String>)], kinds: &[Kind]) -> Shares {
     let total: f64 = samples.iter().map(|s| s.0).sum();
-    let shares = KINDS
+    let shares = kinds
         .iter()
         .map(|k| {
             let t: f64 = samples
                 .iter()
-                .filter(|s| s.1.iter().any(|f| f == k))
+                .filter(|s| s.1.iter().any(|f| k.contains(&f.as_str())))
                 .map(|s| s.0)
                 .sum();
             100.0 * t / total.max(1e-9)
@@ -114,6 +140,8 @@ struct Comparison {
     /// The fixture's exact split (`-lock`): process CPU seconds, shares.
     exact: Option<Shares>,
     gospy: Shares,
+    /// gospy's profile as `go tool pprof -traces` shows it.
+    gospy_traces: Vec<(f64, Vec<String>)>,
     stderr: String,
     proc_cpu_secs: f64,
     /// Seconds the hypervisor took from this machine's CPUs meanwhile.
@@ -148,50 +176,66 @@ fn proc_cpu_secs(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// Records the fixture (GOMAXPROCS=`gomaxprocs`) with gospy at `rate` Hz
-/// (`extra` flags) and with the runtime over the same window, calling
-/// `prepare(pid)` once the fixture runs; with `lock`, the fixture's
-/// workers are locked to threads and it writes the exact split too.
+/// How to run one comparison.
+struct Setup<'a> {
+    /// How the fixture is built (cgo builds have a sixth kind).
+    build: BuildMode,
+    kinds: &'a [Kind],
+    gomaxprocs: usize,
+    /// gospy's rate (the runtime's is the fixture's default, 100 Hz).
+    rate: &'a str,
+    window_secs: u32,
+    /// gospy's extra flags.
+    extra: &'a [&'a str],
+    /// Lock the fixture's workers to threads and have it write the exact
+    /// split too.
+    lock: bool,
+}
+
+/// Records the fixture as `setup` says with gospy and with the runtime
+/// over the same window, calling `prepare(pid)` once the fixture runs.
 fn compare_with(
     tc: &Toolchain,
-    gomaxprocs: usize,
-    rate: &str,
-    window_secs: u32,
-    extra: &[&str],
-    lock: bool,
+    setup: &Setup,
     prepare: &dyn Fn(u32) -> Result<(), String>,
 ) -> Result<Comparison, String> {
-    let bin = build_fixture("cpukinds", tc, BuildMode::Default);
-    let tag = format!("go{}-{gomaxprocs}{}", tc.version, extra.join(""));
+    let bin = build_fixture("cpukinds", tc, setup.build);
+    let tag = format!(
+        "go{}-{}-{:?}{}",
+        tc.version,
+        setup.gomaxprocs,
+        setup.build,
+        setup.extra.join("")
+    );
     let runtime_file = tmp(&format!("runtime-{tag}.pprof"));
     let gospy_file = tmp(&format!("gospy-{tag}.pprof"));
     let exact_file = PathBuf::from(format!("{}.truth", runtime_file.display()));
     let _ = std::fs::remove_file(&exact_file);
-    let window = format!("{window_secs}s");
+    let window = format!("{}s", setup.window_secs);
     let mut fixture_args = vec![
         "-profile",
         runtime_file.to_str().unwrap(),
         "-window",
         &window,
     ];
-    if lock {
+    if setup.lock {
         fixture_args.push("-lock");
     }
     let mut target = Target::start_with_env(
         &bin,
         &fixture_args,
-        &[("GOMAXPROCS", &gomaxprocs.to_string())],
+        &[("GOMAXPROCS", &setup.gomaxprocs.to_string())],
     );
     prepare(target.pid())?;
     std::thread::sleep(Duration::from_millis(500));
     let pid = target.pid().to_string();
-    let duration = window_secs.to_string();
+    let duration = setup.window_secs.to_string();
     let mut args = vec![
-        "record", "--pid", &pid, "-d", &duration, "-r", rate, "-f", "pprof", "-o",
+        "record", "--pid", &pid, "-d", &duration, "-r", setup.rate, "-f", "pprof", "-o",
     ];
     let out_path = gospy_file.to_str().unwrap().to_string();
     args.push(&out_path);
-    args.extend_from_slice(extra);
+    args.extend_from_slice(setup.extra);
     let cpu_before = proc_cpu_secs(target.pid());
     let steal_before = machine_steal_secs();
     // SAFETY: kill sends a signal to our own child.
@@ -207,15 +251,17 @@ fn compare_with(
         ));
     }
     target.wait_for("PROFILED", Duration::from_secs(30));
-    let exact = if lock {
-        Some(exact_split(&exact_file)?)
+    let gospy_traces = traces(tc, &gospy_file)?;
+    let exact = if setup.lock {
+        Some(exact_split(&exact_file, setup.kinds.len())?)
     } else {
         None
     };
     Ok(Comparison {
         exact,
-        runtime: shares(&traces(tc, &runtime_file)?),
-        gospy: shares(&traces(tc, &gospy_file)?),
+        runtime: shares(&traces(tc, &runtime_file)?, setup.kinds),
+        gospy: shares(&gospy_traces, setup.kinds),
+        gospy_traces,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         proc_cpu_secs: proc_cpu,
         steal_secs,
@@ -224,26 +270,23 @@ fn compare_with(
 
 /// The fixture's `.truth` file: one line of nanoseconds per kind, then the
 /// process's CPU nanoseconds over the same window.
-fn exact_split(path: &Path) -> Result<Shares, String> {
+fn exact_split(path: &Path, kinds: usize) -> Result<Shares, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("the fixture wrote no exact split {}: {e}", path.display()))?;
     let nanos: Vec<f64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-    if nanos.len() != KINDS.len() + 1 || nanos[KINDS.len()] <= 0.0 {
+    if nanos.len() != kinds + 1 || nanos[kinds] <= 0.0 {
         return Err(format!("{}: unexpected contents {text:?}", path.display()));
     }
-    let process = nanos[KINDS.len()];
-    let shares = nanos[..KINDS.len()]
-        .iter()
-        .map(|k| 100.0 * k / process)
-        .collect();
+    let process = nanos[kinds];
+    let shares = nanos[..kinds].iter().map(|k| 100.0 * k / process).collect();
     Ok((process / 1e9, shares))
 }
 
 fn describe(label: &str, (total, shares): &Shares) -> String {
-    let kinds: Vec<String> = KINDS
+    let kinds: Vec<String> = CGO_KINDS
         .iter()
         .zip(shares)
-        .map(|(k, s)| format!("{}={s:.1}%", k.trim_start_matches("main.kind")))
+        .map(|(k, s)| format!("{}={s:.1}%", k[0].trim_start_matches("main.kind")))
         .collect();
     format!("{label}: {total:.2} s of CPU, {}", kinds.join(" "))
 }
@@ -319,8 +362,16 @@ fn on_cpu_time_agrees_with_the_runtimes_profiler() {
                     },
                 ),
             ] {
-                let compared =
-                    compare_with(tc, gomaxprocs, "200", WINDOW_SECS, extra, true, &|_| Ok(()));
+                let setup = Setup {
+                    build: BuildMode::Default,
+                    kinds: &KINDS,
+                    gomaxprocs,
+                    rate: "200",
+                    window_secs: WINDOW_SECS,
+                    extra,
+                    lock: true,
+                };
+                let compared = compare_with(tc, &setup, &|_| Ok(()));
                 let c = match compared {
                     Ok(c) => c,
                     Err(e) => {
@@ -331,61 +382,170 @@ fn on_cpu_time_agrees_with_the_runtimes_profiler() {
                         continue;
                     }
                 };
-                let exact = c.exact.as_ref().expect("the fixture ran with -lock");
-                let text = format!(
-                    "Go {} GOMAXPROCS={gomaxprocs} {mode}\n  {}\n  {}\n  {}",
-                    tc.version,
-                    describe("exact  ", exact),
-                    describe("runtime", &c.runtime),
-                    describe("gospy  ", &c.gospy)
+                check(
+                    tc,
+                    &setup,
+                    mode,
+                    &c,
+                    (exact_points, runtime_points),
+                    &mut failures,
                 );
-                eprintln!("{text}");
-                // Three references, each with a known flaw: the runtime's
-                // profiler sometimes loses a quarter of its samples (seen
-                // with Go 1.22), /proc's figure spans gospy's start-up too,
-                // and the fixture's window is its own sleep, not gospy's.
-                // Within 10% of any passes; 0.65x (the old --nonblocking)
-                // or 1.33x (counting runnable threads) fail.
-                let vs_exact = c.gospy.0 / exact.0.max(1e-9);
-                let vs_runtime = c.gospy.0 / c.runtime.0.max(1e-9);
-                let vs_proc = c.gospy.0 / c.proc_cpu_secs.max(1e-9);
-                if ![vs_exact, vs_runtime, vs_proc]
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Checks comparison `c` (made as `setup` says, gospy in `mode`): the total,
+/// the shares against the exact split (within `exact_points`) and the
+/// runtime's (within `runtime_points`), and that `--nonblocking` wrote every
+/// sample. Failures are pushed to `out`; returns the description.
+fn check(
+    tc: &Toolchain,
+    setup: &Setup,
+    mode: &str,
+    c: &Comparison,
+    (exact_points, runtime_points): (f64, f64),
+    out: &mut Vec<String>,
+) -> String {
+    let exact = c.exact.as_ref().expect("the fixture ran with -lock");
+    let text = format!(
+        "Go {} GOMAXPROCS={} {:?} {mode}\n  {}\n  {}\n  {}",
+        tc.version,
+        setup.gomaxprocs,
+        setup.build,
+        describe("exact  ", exact),
+        describe("runtime", &c.runtime),
+        describe("gospy  ", &c.gospy)
+    );
+    eprintln!("{text}");
+    // Three references, each with a known flaw: the runtime's
+    // profiler sometimes loses a quarter of its samples (seen
+    // with Go 1.22), /proc's figure spans gospy's start-up too,
+    // and the fixture's window is its own sleep, not gospy's.
+    // Within 10% of any passes; 0.65x (the old --nonblocking)
+    // or 1.33x (counting runnable threads) fail.
+    let vs_exact = c.gospy.0 / exact.0.max(1e-9);
+    let vs_runtime = c.gospy.0 / c.runtime.0.max(1e-9);
+    let vs_proc = c.gospy.0 / c.proc_cpu_secs.max(1e-9);
+    if ![vs_exact, vs_runtime, vs_proc]
+        .iter()
+        .any(|r| (0.9..=1.1).contains(r))
+    {
+        out.push(format!(
+            "{text}\n  /proc: {:.2} s; total CPU ratio {vs_exact:.2} to the \
+             fixture's, {vs_runtime:.2} to the runtime's, {vs_proc:.2} to /proc's (machine steal time meanwhile: \
+             {:.2} s)",
+            c.proc_cpu_secs, c.steal_secs
+        ));
+    }
+    let worst = worst_share_difference(exact, &c.gospy);
+    if worst > exact_points {
+        out.push(format!(
+            "{text}\n  worst share difference from the exact split {worst:.1} \
+             points (allowed {exact_points})"
+        ));
+    }
+    let worst = worst_share_difference(&c.runtime, &c.gospy);
+    if worst > runtime_points {
+        out.push(format!(
+            "{text}\n  worst share difference from the runtime's {worst:.1} \
+             points (allowed {runtime_points})"
+        ));
+    }
+    if setup.extra.contains(&"--nonblocking") {
+        // One perf sample per 1/rate s of a thread's CPU time as
+        // perf's clock counts it: every sample is written, for
+        // that time less any steal time (never more).
+        let (ticks, secs) = ticks_and_seconds(&c.stderr);
+        let rate: f64 = setup.rate.parse().expect("a numeric rate");
+        if ticks == 0 || secs > ticks as f64 / rate + 0.011 {
+            out.push(format!(
+                "{text}\n  {ticks} samples collected at {rate} Hz but {secs} s written:\n{}",
+                c.stderr
+            ));
+        }
+    }
+    text
+}
+
+/// C code called through cgo (a cgo build of the fixture has it as a sixth
+/// kind), recorded with `--native`, as cores x1 above: its share agrees with
+/// the exact split and the runtime's as the other kinds' do, and its time
+/// carries the C frames (`cpukinds_c_burn`), in the default mode above its
+/// goroutine's Go frames. `--nonblocking` knows a C sample's goroutine
+/// (asmcgocall leaves it on the system stack) but reads its Go frames up to
+/// a batch later, so it counts a sample whose goroutine has left that cgo
+/// call by then under `[cgo call]`; the C time is C time either way.
+#[test]
+fn cgo_code_gets_its_share_with_native() {
+    let gomaxprocs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut failures = Vec::new();
+    let _lock = start_exclusive_lock();
+    for tc in &toolchains() {
+        let old_go = go_minor(&tc.version) < 17;
+        for (mode, extra, kinds, points) in [
+            (
+                "default",
+                &["--native"][..],
+                &CGO_KINDS,
+                (DEFAULT_MODE_EXACT_POINTS, RUNTIME_SHARE_POINTS),
+            ),
+            (
+                "--nonblocking",
+                &["--nonblocking", "--native"][..],
+                &NONBLOCKING_CGO_KINDS,
+                if old_go {
+                    (
+                        OLD_GO_NONBLOCKING_EXACT_POINTS,
+                        OLD_GO_NONBLOCKING_RUNTIME_POINTS,
+                    )
+                } else {
+                    (GOAL_SHARE_POINTS, RUNTIME_SHARE_POINTS)
+                },
+            ),
+        ] {
+            let setup = Setup {
+                build: BuildMode::Cgo,
+                kinds,
+                gomaxprocs,
+                rate: "200",
+                window_secs: WINDOW_SECS,
+                extra,
+                lock: true,
+            };
+            let c = match compare_with(tc, &setup, &|_| Ok(())) {
+                Ok(c) => c,
+                Err(e) => {
+                    failures.push(format!("Go {} cgo {mode}: {e}", tc.version));
+                    continue;
+                }
+            };
+            let text = check(tc, &setup, mode, &c, points, &mut failures);
+            let exact_cgo = c.exact.as_ref().map_or(0.0, |e| e.1[5]);
+            let share_with = |frames: &[&str]| {
+                let total: f64 = c.gospy_traces.iter().map(|s| s.0).sum();
+                let with: f64 = c
+                    .gospy_traces
                     .iter()
-                    .any(|r| (0.9..=1.1).contains(r))
-                {
-                    failures.push(format!(
-                        "{text}\n  /proc: {:.2} s; total CPU ratio {vs_exact:.2} to the \
-                         fixture's, {vs_runtime:.2} to the runtime's, {vs_proc:.2} to /proc's (machine steal time meanwhile: \
-                         {:.2} s)",
-                        c.proc_cpu_secs, c.steal_secs
-                    ));
-                }
-                let worst = worst_share_difference(exact, &c.gospy);
-                if worst > exact_points {
-                    failures.push(format!(
-                        "{text}\n  worst share difference from the exact split {worst:.1} \
-                         points (allowed {exact_points})"
-                    ));
-                }
-                let worst = worst_share_difference(&c.runtime, &c.gospy);
-                if worst > runtime_points {
-                    failures.push(format!(
-                        "{text}\n  worst share difference from the runtime's {worst:.1} \
-                         points (allowed {runtime_points})"
-                    ));
-                }
-                if mode == "--nonblocking" {
-                    // One perf sample per 1/rate s of a thread's CPU time as
-                    // perf's clock counts it: every sample is written, for
-                    // that time less any steal time (never more).
-                    let (ticks, secs) = ticks_and_seconds(&c.stderr);
-                    if ticks == 0 || secs > ticks as f64 / 200.0 + 0.011 {
-                        failures.push(format!(
-                            "{text}\n  {ticks} samples collected at 200 Hz but {secs} s written:\n{}",
-                            c.stderr
-                        ));
-                    }
-                }
+                    .filter(|s| frames.iter().all(|f| s.1.iter().any(|g| g == f)))
+                    .map(|s| s.0)
+                    .sum();
+                100.0 * with / total.max(1e-9)
+            };
+            let with_c = share_with(&["cpukinds_c_burn"]);
+            if (with_c - exact_cgo).abs() > points.0 {
+                failures.push(format!(
+                    "{text}\n  {with_c:.1}% has the C frame cpukinds_c_burn, the C code's \
+                     exact share is {exact_cgo:.1}%"
+                ));
+            }
+            let with_both = share_with(&["cpukinds_c_burn", "main.kindCgo"]);
+            if mode == "default" && (with_both - exact_cgo).abs() > points.0 {
+                failures.push(format!(
+                    "{text}\n  {with_both:.1}% has the C frame cpukinds_c_burn under \
+                     main.kindCgo, the C code's exact share is {exact_cgo:.1}%"
+                ));
             }
         }
     }
@@ -510,10 +670,16 @@ fn cpu_quota_neither_freezes_the_target_nor_skews_the_profile() {
     let tc = newest_toolchain();
     let _lock = start_exclusive_lock();
     let group = OneCoreGroup::new().unwrap_or_else(|e| panic!("{e}"));
-    let c = compare_with(&tc, 2, "100", QUOTA_WINDOW_SECS, &[], false, &|pid| {
-        group.add(pid)
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let setup = Setup {
+        build: BuildMode::Default,
+        kinds: &KINDS,
+        gomaxprocs: 2,
+        rate: "100",
+        window_secs: QUOTA_WINDOW_SECS,
+        extra: &[],
+        lock: false,
+    };
+    let c = compare_with(&tc, &setup, &|pid| group.add(pid)).unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
         "{}\n{}\n/proc: {:.2} s of CPU\n{}",
         describe("runtime", &c.runtime),

@@ -36,7 +36,7 @@ use crate::process::perf::{PerfSample, PerfSampler};
 use crate::runtime::{GStatus, Goroutine, Machine};
 use crate::snapshot::{self, SnapshotOptions};
 use crate::target::Target;
-use crate::unwind::{StackBounds, StackEnd, StartState, UserSwitch};
+use crate::unwind::{self, StackBounds, StackEnd, StartState, UserSwitch};
 use std::sync::Arc;
 
 /// The goroutine root of a stack whose goroutine is not known (with
@@ -101,6 +101,11 @@ struct SampleContext {
 /// which are not known without stopping the thread (`record --native`
 /// without `--nonblocking` shows them); with `--native` the C frames follow.
 pub const CGO_CALL_FRAME: &str = "[cgo call]";
+
+/// Largest distance from the goroutine's stack pointer on entry to
+/// `runtime.asmcgocall` up to the one `entersyscall` saved in its caller,
+/// `runtime.cgocall` (a return address, and an ABI wrapper's frame).
+const MAX_CGOCALL_FRAME_GAP: u64 = 256;
 
 /// The weight of each of `count` samples (of `period` ns of perf's clock)
 /// when the process used `used` ns of CPU and `written` are written:
@@ -511,6 +516,11 @@ impl Sampler<'_> {
             let in_vdso = frames.first().is_some_and(|f| &*f.module == "[vdso]");
             (in_vdso, go_return)
         };
+        if let Some(go) = go_return.filter(|_| !in_vdso) {
+            if let Some(stack) = self.cgo_call_stack(sample, go, &memory, m.tid, &read_g) {
+                return Ok(stack);
+            }
+        }
         // Go code of Go 1.17+ keeps its g in r14: the goroutine that ran at
         // the sample, even if the thread has switched to another since (in
         // the vDSO, r14 as its CFI restored it: C code preserves it).
@@ -855,6 +865,73 @@ impl Sampler<'_> {
         target
             .in_go_code(ret)
             .then(|| (ret, ret_slot.wrapping_add(8), false))
+    }
+
+    /// A sample of C code called through cgo, whose C frames led back to
+    /// `go`, a return into `runtime.asmcgocall`: None if `go` is elsewhere.
+    ///
+    /// asmcgocall left the goroutine's g and its stack depth (the distance
+    /// of the goroutine's stack pointer from its top) on the system stack,
+    /// in the sample's copy (runtime/asm_amd64.s). The goroutine's own
+    /// frames are read live, up to a batch interval later: they are the
+    /// sample's only if the goroutine is still in a cgo call at that same
+    /// depth (the same call or its repeat from the same frames). Otherwise
+    /// the sample is counted under `[cgo call]`, with the C frames if
+    /// `--native` asked for them.
+    fn cgo_call_stack(
+        &mut self,
+        sample: &PerfSample,
+        go: GoReturn,
+        memory: &dyn Memory,
+        tid: u64,
+        read_g: &dyn Fn(u64) -> Option<Goroutine>,
+    ) -> Option<Stack> {
+        let target = self.target;
+        let pclntab = &target.binary.pclntab;
+        let func = pclntab.find_func(go.pc.wrapping_sub(target.bias))?;
+        if !matches!(
+            pclntab.func_name(&func),
+            "runtime.asmcgocall" | "runtime.asmcgocall.abi0"
+        ) {
+            return None;
+        }
+        // Go 1.22 dropped the 32 bytes of Windows shadow space below them.
+        let (depth_slot, g_slot) = if target.binary.go_version.at_least(1, 22) {
+            (0, 8)
+        } else {
+            (40, 48)
+        };
+        let sp = go.sp?;
+        let depth = memory.read_u64(sp.checked_add(depth_slot)?)?;
+        let g = read_g(memory.read_u64(sp.checked_add(g_slot)?)?)?;
+        let mut locations = Vec::new();
+        self.native_locations(&sample.registers(), memory, &mut locations);
+        // The goroutine's stack pointer on entry to asmcgocall, just below
+        // the frame of cgocall, whose stack pointer entersyscall saved.
+        let entry_sp = g.stack_hi.checked_sub(depth)?;
+        let same_call = g.status == GStatus::Syscall
+            && g.syscall_sp > entry_sp
+            && g.syscall_sp - entry_sp <= MAX_CGOCALL_FRAME_GAP;
+        if same_call {
+            if let Ok(start) = unwind::start_state(&g, None) {
+                let mut running = g.clone();
+                running.status = GStatus::Running;
+                let on_cpu = self.stack_from(
+                    &running,
+                    &start,
+                    &target.memory,
+                    Some(tid),
+                    true,
+                    locations.clone(),
+                );
+                if let Some(stack) = on_cpu {
+                    return Some(stack);
+                }
+            }
+        }
+        let mut stack = self.stack_with(&g, Some(tid), locations, true);
+        stack.roots.push(CGO_CALL_FRAME.into());
+        Some(stack)
     }
 
     /// A sample of a thread running no goroutine: the runtime's frames on
