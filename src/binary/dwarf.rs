@@ -24,7 +24,7 @@ use gimli::{
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::binary::elf::ElfImage;
-use crate::layout::{self, Globals, Layout, RawLayout, RawStruct};
+use crate::layout::{self, Globals, Layout, ProfileGlobals, RawLayout, RawStruct};
 
 type R<'a> = EndianSlice<'a, LittleEndian>;
 type Dwarf<'a> = gimli::Dwarf<R<'a>>;
@@ -92,6 +92,19 @@ pub fn read_layout_from_bytes(data: &[u8]) -> Result<Layout, String> {
         memstats: global("runtime.memstats").map(|v| v.addr),
         gc_controller: global("runtime.gcController").map(|v| v.addr),
         work: global("runtime.work").map(|v| v.addr),
+        profiles: ProfileGlobals {
+            mbuckets: global("runtime.mbuckets").map(|v| v.addr),
+            bbuckets: global("runtime.bbuckets").map(|v| v.addr),
+            xbuckets: global("runtime.xbuckets").map(|v| v.addr),
+            mprof_cycle: global("runtime.mProfCycle")
+                .or_else(|| global("runtime.mProf"))
+                .map(|v| v.addr),
+            mem_profile_rate: global("runtime.MemProfileRate").map(|v| v.addr),
+            disable_memory_profiling: global("runtime.disableMemoryProfiling").map(|v| v.addr),
+            block_profile_rate: global("runtime.blockprofilerate").map(|v| v.addr),
+            mutex_profile_rate: global("runtime.mutexprofilerate").map(|v| v.addr),
+            ticks: global("runtime.ticks").map(|v| v.addr),
+        },
     };
     Ok(layout)
 }
@@ -256,7 +269,7 @@ fn global_ref(
     }
 }
 
-const GLOBAL_NAMES: [&str; 15] = [
+const GLOBAL_NAMES: [&str; 25] = [
     "runtime.allgs",
     "runtime.allglen",
     "runtime.allm",
@@ -272,6 +285,16 @@ const GLOBAL_NAMES: [&str; 15] = [
     "runtime.memstats",
     "runtime.gcController",
     "runtime.work",
+    "runtime.mbuckets",
+    "runtime.bbuckets",
+    "runtime.xbuckets",
+    "runtime.mProfCycle",
+    "runtime.mProf",
+    "runtime.MemProfileRate",
+    "runtime.disableMemoryProfiling",
+    "runtime.blockprofilerate",
+    "runtime.mutexprofilerate",
+    "runtime.ticks",
 ];
 
 /// A struct type found in DWARF.

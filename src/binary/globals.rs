@@ -49,7 +49,7 @@ use iced_x86::{
 use super::buildinfo::GoVersion;
 use super::elf::ElfImage;
 use super::pclntab::Pclntab;
-use crate::layout::Globals;
+use crate::layout::{Globals, ProfileGlobals};
 
 /// Largest function body decoded. The biggest runtime function used here
 /// (`procresize`) is a few KiB; a larger "function" is a corrupt table.
@@ -780,6 +780,8 @@ pub struct RuntimeGlobals {
     pub runtime_init_time: Option<u64>,
     /// `runtime.waitReasonStrings` and its length.
     pub wait_reason_strings: Option<(u64, u64)>,
+    /// The globals of the runtime's own profiles.
+    pub profiles: ProfileGlobals,
     /// Why an optional global is `None`, or was not cross-checked.
     pub notes: Vec<String>,
 }
@@ -802,6 +804,7 @@ impl RuntimeGlobals {
             memstats: self.memstats,
             gc_controller: self.gc_controller,
             work: self.work,
+            profiles: self.profiles,
         }
     }
 }

@@ -861,6 +861,37 @@ pub struct Globals {
     pub gc_controller: Option<u64>,
     /// `runtime.work` (GC phase times, pause figures).
     pub work: Option<u64>,
+    /// The runtime's own profiles.
+    pub profiles: ProfileGlobals,
+}
+
+/// Link-time addresses of the globals of the runtime's own memory, block
+/// and mutex profiles (runtime/mprof.go, runtime/runtime.go); `None` where
+/// the binary has no such global or it could not be found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProfileGlobals {
+    /// `runtime.mbuckets`: the newest memory profile bucket, a `*bucket`
+    /// heading the list linked by `bucket.allnext`.
+    pub mbuckets: Option<u64>,
+    /// `runtime.bbuckets`: the block profile's buckets, likewise.
+    pub bbuckets: Option<u64>,
+    /// `runtime.xbuckets`: the mutex profile's buckets, likewise.
+    pub xbuckets: Option<u64>,
+    /// The heap profile cycle: `runtime.mProfCycle` (Go 1.19+, a `uint32`
+    /// holding cycle << 1 | flushed) or `runtime.mProf` (before: a struct
+    /// of `cycle uint32` then `flushed bool`).
+    pub mprof_cycle: Option<u64>,
+    /// `runtime.MemProfileRate`, an `int`.
+    pub mem_profile_rate: Option<u64>,
+    /// `runtime.disableMemoryProfiling`, a `bool` (Go 1.16+).
+    pub disable_memory_profiling: Option<u64>,
+    /// `runtime.blockprofilerate`, a `uint64` (in CPU ticks).
+    pub block_profile_rate: Option<u64>,
+    /// `runtime.mutexprofilerate`, a `uint64`.
+    pub mutex_profile_rate: Option<u64>,
+    /// `runtime.ticks`: its `val` (ticks per second once measured) is its
+    /// last 8 bytes.
+    pub ticks: Option<u64>,
 }
 
 /// Everything gospy needs to know about where runtime data lives in one target.
