@@ -114,6 +114,16 @@ fn truth(image: &ElfImage, version: &GoVersion) -> BTreeMap<&'static str, u64> {
     put("work", "runtime.work");
     put("runtime_init_time", "runtime.runtimeInitTime");
     put("wait_reason_strings", "runtime.waitReasonStrings");
+    put("mbuckets", "runtime.mbuckets");
+    put("bbuckets", "runtime.bbuckets");
+    put("xbuckets", "runtime.xbuckets");
+    put("mprof_cycle", "runtime.mProf");
+    put("mprof_cycle", "runtime.mProfCycle");
+    put("mem_profile_rate", "runtime.MemProfileRate");
+    put("disable_memory_profiling", "runtime.disableMemoryProfiling");
+    put("block_profile_rate", "runtime.blockprofilerate");
+    put("mutex_profile_rate", "runtime.mutexprofilerate");
+    put("ticks", "runtime.ticks");
     if version.at_least(1, 18) {
         put("gofunc", "go.func.*");
         put("gofunc", "go:func.*");
@@ -147,6 +157,16 @@ fn found(g: &RuntimeGlobals) -> BTreeMap<&'static str, u64> {
     put("runtime_init_time", g.runtime_init_time);
     put("wait_reason_strings", g.wait_reason_strings.map(|w| w.0));
     put("gofunc", g.moduledata.gofunc);
+    let p = &g.profiles;
+    put("mbuckets", p.mbuckets);
+    put("bbuckets", p.bbuckets);
+    put("xbuckets", p.xbuckets);
+    put("mprof_cycle", p.mprof_cycle);
+    put("mem_profile_rate", p.mem_profile_rate);
+    put("disable_memory_profiling", p.disable_memory_profiling);
+    put("block_profile_rate", p.block_profile_rate);
+    put("mutex_profile_rate", p.mutex_profile_rate);
+    put("ticks", p.ticks);
     f
 }
 
@@ -222,6 +242,135 @@ fn same_inline_frames(label: &str, stripped: &Pclntab, full: &Arc<ElfImage>) -> 
     bad
 }
 
+/// Builds `fixture` with `tc` in the stripped `mode` and in its unstripped
+/// twin: `find_globals` on the stripped binary must give exactly the twin's
+/// symbol addresses, and so must it on the twin itself. Problems go to
+/// `bad`, a line of timings and notes to `report`.
+fn check_stripped(
+    fixture: &str,
+    tc: &common::toolchain::Toolchain,
+    mode: BuildMode,
+    bad: &mut Vec<String>,
+    report: &mut Vec<String>,
+) {
+    let t0 = Instant::now();
+    let stripped_bin = build_fixture(fixture, tc, mode);
+    let full_bin = build_fixture(fixture, tc, mode.unstripped());
+    let built = t0.elapsed();
+    let label = format!("{fixture}, Go {} {mode}", tc.version);
+    let (stripped, version) = open(&stripped_bin);
+    let (full, full_version) = open(&full_bin);
+    assert_eq!(version, full_version, "{label}");
+    assert!(
+        !stripped.has_symbols(),
+        "{label}: the stripped binary has symbols"
+    );
+    assert!(
+        full.has_symbols(),
+        "{label}: the unstripped twin has no symbols"
+    );
+    assert!(
+        stripped.section(".debug_info").is_none() && stripped.section(".zdebug_info").is_none(),
+        "{label}: the stripped binary has DWARF"
+    );
+
+    // strip moves nothing; -s -w shifts data (build info differs).
+    let same_layout = mode != BuildMode::Stripped;
+    if same_layout {
+        for s in full.sections.iter().filter(|s| s.alloc) {
+            let t = stripped.section(&s.name);
+            assert_eq!(
+                t.map(|t| (t.addr, t.size)),
+                Some((s.addr, s.size)),
+                "{label}: section {} moved when stripping",
+                s.name
+            );
+        }
+    }
+
+    let t1 = Instant::now();
+    let loaded = load_pclntab(Arc::clone(&stripped), &version);
+    let (md, tab) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            bad.push(format!("{label}: loading the pclntab without symbols: {e}"));
+            return;
+        }
+    };
+    let text = sym(&full, "runtime.text").expect("runtime.text");
+    let text = carry(&full, &stripped, text, same_layout).unwrap();
+    assert_eq!(md.text, text, "{label}: text start");
+    let g = match find_globals(&stripped, &tab, &version) {
+        Ok(g) => g,
+        Err(e) => {
+            bad.push(format!("{label}: find_globals: {e}"));
+            return;
+        }
+    };
+    let elapsed = t1.elapsed();
+    let mut want = BTreeMap::new();
+    let mut found_here = found(&g);
+    for (k, a) in truth(&full, &version) {
+        match carry(&full, &stripped, a, same_layout) {
+            Ok(a) => {
+                want.insert(k, a);
+            }
+            // go:func.* is in .rodata, which the build info makes
+            // longer under -s -w: check it by its use instead.
+            Err(_) if k == "gofunc" => {
+                found_here.remove("gofunc");
+                bad.extend(same_inline_frames(&label, &tab, &full));
+            }
+            Err(e) => bad.push(format!("{label}: {k}: {e}")),
+        }
+    }
+    bad.extend(compare(&label, &version, &want, &found_here, &g.notes));
+    if let Some(size) = full.symbol("runtime.waitReasonStrings").map(|s| s.size) {
+        if g.wait_reason_strings.map(|w| w.1) != Some(size / 16) {
+            bad.push(format!(
+                "{label}: waitReasonStrings length {:?}, symbol size says {}",
+                g.wait_reason_strings,
+                size / 16
+            ));
+        }
+    }
+    let tls = true_tls_offset(&full);
+    let got = g_tls_offset(&stripped, &tab);
+    if got != Some(tls) {
+        bad.push(format!("{label}: g TLS offset {got:?}, expected {tls}"));
+    }
+
+    // The unstripped twin, through the same code.
+    let flabel = format!("{fixture}, Go {} {}", tc.version, mode.unstripped());
+    match load_pclntab(Arc::clone(&full), &version)
+        .and_then(|(_, tab)| Ok((find_globals(&full, &tab, &version)?, tab)))
+    {
+        Ok((fg, ftab)) => {
+            bad.extend(compare(
+                &flabel,
+                &version,
+                &truth(&full, &version),
+                &found(&fg),
+                &fg.notes,
+            ));
+            if g_tls_offset(&full, &ftab) != Some(tls) {
+                bad.push(format!("{flabel}: g TLS offset differs"));
+            }
+        }
+        Err(e) => bad.push(format!("{flabel}: {e}")),
+    }
+    report.push(format!(
+        "{label}: built in {:.1?}, globals found in {:.1?}{}",
+        built,
+        elapsed,
+        if g.notes.is_empty() {
+            String::new()
+        } else {
+            format!(" (notes: {:?})", g.notes)
+        }
+    ));
+}
+
 /// Every stripped mode of every toolchain: `find_globals` on the stripped
 /// binary gives exactly the unstripped twin's symbol addresses, and so does
 /// it on the twin itself.
@@ -231,123 +380,56 @@ fn stripped_binaries_give_the_symbol_addresses() {
     let mut report = Vec::new();
     for tc in toolchains() {
         for mode in BuildMode::STRIPPED {
-            let t0 = Instant::now();
-            let stripped_bin = build_fixture("parked", &tc, mode);
-            let full_bin = build_fixture("parked", &tc, mode.unstripped());
-            let built = t0.elapsed();
-            let label = format!("Go {} {mode}", tc.version);
-            let (stripped, version) = open(&stripped_bin);
-            let (full, full_version) = open(&full_bin);
-            assert_eq!(version, full_version, "{label}");
-            assert!(
-                !stripped.has_symbols(),
-                "{label}: the stripped binary has symbols"
-            );
-            assert!(
-                full.has_symbols(),
-                "{label}: the unstripped twin has no symbols"
-            );
-            assert!(
-                stripped.section(".debug_info").is_none()
-                    && stripped.section(".zdebug_info").is_none(),
-                "{label}: the stripped binary has DWARF"
-            );
+            check_stripped("parked", &tc, mode, &mut bad, &mut report);
+        }
+    }
+    for r in &report {
+        eprintln!("{r}");
+    }
+    assert!(
+        bad.is_empty(),
+        "{} problems:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
 
-            // strip moves nothing; -s -w shifts data (build info differs).
-            let same_layout = mode != BuildMode::Stripped;
-            if same_layout {
-                for s in full.sections.iter().filter(|s| s.alloc) {
-                    let t = stripped.section(&s.name);
-                    assert_eq!(
-                        t.map(|t| (t.addr, t.size)),
-                        Some((s.addr, s.size)),
-                        "{label}: section {} moved when stripping",
-                        s.name
-                    );
-                }
-            }
-
-            let t1 = Instant::now();
-            let loaded = load_pclntab(Arc::clone(&stripped), &version);
-            let (md, tab) = match loaded {
-                Ok(x) => x,
-                Err(e) => {
-                    bad.push(format!("{label}: loading the pclntab without symbols: {e}"));
-                    continue;
-                }
-            };
-            let text = sym(&full, "runtime.text").expect("runtime.text");
-            let text = carry(&full, &stripped, text, same_layout).unwrap();
-            assert_eq!(md.text, text, "{label}: text start");
-            let g = match find_globals(&stripped, &tab, &version) {
-                Ok(g) => g,
-                Err(e) => {
-                    bad.push(format!("{label}: find_globals: {e}"));
-                    continue;
-                }
-            };
-            let elapsed = t1.elapsed();
-            let mut want = BTreeMap::new();
-            let mut found_here = found(&g);
-            for (k, a) in truth(&full, &version) {
-                match carry(&full, &stripped, a, same_layout) {
-                    Ok(a) => {
-                        want.insert(k, a);
-                    }
-                    // go:func.* is in .rodata, which the build info makes
-                    // longer under -s -w: check it by its use instead.
-                    Err(_) if k == "gofunc" => {
-                        found_here.remove("gofunc");
-                        bad.extend(same_inline_frames(&label, &tab, &full));
-                    }
-                    Err(e) => bad.push(format!("{label}: {k}: {e}")),
-                }
-            }
-            bad.extend(compare(&label, &version, &want, &found_here, &g.notes));
-            if let Some(size) = full.symbol("runtime.waitReasonStrings").map(|s| s.size) {
-                if g.wait_reason_strings.map(|w| w.1) != Some(size / 16) {
+/// The profile globals in a program that links the block and mutex
+/// profiles and CPU tick rates (`runtime/pprof` with `pprof.Lookup`: the
+/// `heapprof` fixture): there `runtime.ticks` exists in every version
+/// (before Go 1.22 only `tickspersecond` uses it, which the `parked`
+/// fixture does not link) and `bbuckets`/`xbuckets` are cross-checked in
+/// `BlockProfile`/`MutexProfile`. Stripped and PIE-stripped builds of every
+/// toolchain. The fixture is `testdata/fixtures/heapprof` (the memory
+/// profile tests' own); without it this test says so and checks nothing.
+#[test]
+fn profile_globals_where_every_profile_is_linked() {
+    if !common::fixtures_dir().join("heapprof").is_dir() {
+        eprintln!("no testdata/fixtures/heapprof: profile_globals_where_every_profile_is_linked checks nothing");
+        return;
+    }
+    let mut bad = Vec::new();
+    let mut report = Vec::new();
+    for tc in toolchains() {
+        for mode in [BuildMode::Stripped, BuildMode::PieStripped] {
+            // Not vacuous: the twin has the symbols the parked fixture lacks.
+            let (full, version) = open(&build_fixture("heapprof", &tc, mode.unstripped()));
+            let t = truth(&full, &version);
+            for k in [
+                "ticks",
+                "bbuckets",
+                "xbuckets",
+                "block_profile_rate",
+                "mutex_profile_rate",
+            ] {
+                if !t.contains_key(k) {
                     bad.push(format!(
-                        "{label}: waitReasonStrings length {:?}, symbol size says {}",
-                        g.wait_reason_strings,
-                        size / 16
+                        "heapprof, Go {} {mode}: no symbol for {k}",
+                        tc.version
                     ));
                 }
             }
-            let tls = true_tls_offset(&full);
-            let got = g_tls_offset(&stripped, &tab);
-            if got != Some(tls) {
-                bad.push(format!("{label}: g TLS offset {got:?}, expected {tls}"));
-            }
-
-            // The unstripped twin, through the same code.
-            let flabel = format!("Go {} {}", tc.version, mode.unstripped());
-            match load_pclntab(Arc::clone(&full), &version)
-                .and_then(|(_, tab)| Ok((find_globals(&full, &tab, &version)?, tab)))
-            {
-                Ok((fg, ftab)) => {
-                    bad.extend(compare(
-                        &flabel,
-                        &version,
-                        &truth(&full, &version),
-                        &found(&fg),
-                        &fg.notes,
-                    ));
-                    if g_tls_offset(&full, &ftab) != Some(tls) {
-                        bad.push(format!("{flabel}: g TLS offset differs"));
-                    }
-                }
-                Err(e) => bad.push(format!("{flabel}: {e}")),
-            }
-            report.push(format!(
-                "{label}: built in {:.1?}, globals found in {:.1?}{}",
-                built,
-                elapsed,
-                if g.notes.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (notes: {:?})", g.notes)
-                }
-            ));
+            check_stripped("heapprof", &tc, mode, &mut bad, &mut report);
         }
     }
     for r in &report {
@@ -442,6 +524,21 @@ fn missing_function_is_a_clear_error() {
         g.notes
     );
     assert!(g.sched.is_some() && g.mheap.is_some());
+    // Without runtime.stkbucket the three bucket lists are unknown, the
+    // rest of the profile globals are not.
+    let mut data = image.data.clone();
+    hide_function(&mut data, "runtime.stkbucket");
+    let img = Arc::new(ElfImage::from_bytes(&bin, data).unwrap());
+    let (_, tab) = load_pclntab(Arc::clone(&img), &version).unwrap();
+    let g = find_globals(&img, &tab, &version).unwrap();
+    let p = g.profiles;
+    assert_eq!((p.mbuckets, p.bbuckets, p.xbuckets), (None, None, None));
+    assert!(
+        g.notes.iter().any(|n| n.contains("runtime.stkbucket")),
+        "{:?}",
+        g.notes
+    );
+    assert!(p.mprof_cycle.is_some() && p.mem_profile_rate.is_some() && p.ticks.is_some());
 }
 
 /// Deterministic pseudo-random bytes.
@@ -479,6 +576,14 @@ fn garbage_code_never_panics() {
         "runtime.main",
         "runtime.waitReason.String",
         "runtime.stackcheck",
+        "runtime.stkbucket",
+        "runtime.mProf_Flush",
+        "runtime.allocmcache",
+        "runtime.profilealloc",
+        "runtime.schedinit",
+        "runtime.blockevent",
+        "runtime.mutexevent",
+        "runtime.(*ticksType).init",
     ];
     let ranges: Vec<(usize, usize)> = funcs
         .iter()

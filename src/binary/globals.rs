@@ -16,8 +16,9 @@
 //! two must agree. `runtime.firstmoduledata` is found by scanning the data
 //! for the word that points at the pclntab ([`find_moduledata`]).
 //!
-//! Which functions, per global (all of them exist in Go 1.15-1.27; the
-//! sources are the toolchains' own `src/runtime`):
+//! Which functions, per global (all of them exist in Go 1.15-1.27, except
+//! where a version range is given; the sources are the toolchains' own
+//! `src/runtime`):
 //!
 //! | global | found in | cross-checked in |
 //! |---|---|---|
@@ -34,6 +35,13 @@
 //! | `runtimeInitTime` | `main` (proc.go) | none |
 //! | `waitReasonStrings` | `waitReason.String` (runtime2.go) | its strings are checked |
 //! | g's TLS slot | `stackcheck` (asm_amd64.s) | `morestack` (asm_amd64.s) |
+//! | `mbuckets`, `bbuckets`, `xbuckets` | `stkbucket` (mprof.go: the global in the block guarded by `typ == 1`, `typ == 3`, else) | `mProf_FlushLocked`; `BlockProfile`/`blockProfileInternal`, `MutexProfile`/`mutexProfileInternal` where linked |
+//! | `mProfCycle` (1.19+) / `mProf` (1.15-1.18) | `mProf_Flush` (mprof.go: CAS of the cycle / `mProf.flushed = true`) | `mProf_Malloc` |
+//! | `MemProfileRate` | `allocmcache` (mcache.go, inlined `nextSample`) | `profilealloc` (malloc.go) |
+//! | `disableMemoryProfiling` (1.16+) | `schedinit` (proc.go, 1.21+) / `runtime.init` (mprof.go, 1.16-1.20): byte read before the `MemProfileRate` store | none |
+//! | `blockprofilerate` | `blockevent` / `blocksampled` (mprof.go) | `chanrecv` (chan.go) |
+//! | `mutexprofilerate` | `sync.event` (1.15-1.26) / `mutexevent` (1.27, mprof.go) | `semacquire1` (sema.go) |
+//! | `ticks` | `schedinit` calling `ticks.init` (1.22+), `tickspersecond` (runtime.go, 1.15-1.21, linked only where used) | `(*ticksType).init` (1.22+) |
 //!
 //! All addresses are link-time addresses; nothing here panics or allocates
 //! without bound on a corrupt file.
@@ -976,6 +984,39 @@ pub fn find_globals(
     g.work = opt("runtime.work", find_work(&fx), 8);
     g.memstats = opt("runtime.memstats", find_memstats(&fx, version), 8);
     g.runtime_init_time = opt("runtime.runtimeInitTime", find_init_time(&fx), 8);
+    let (mbuckets, bbuckets, xbuckets) = find_buckets(&fx);
+    g.profiles.mbuckets = opt("runtime.mbuckets", mbuckets, 8);
+    g.profiles.bbuckets = opt("runtime.bbuckets", bbuckets, 8);
+    g.profiles.xbuckets = opt("runtime.xbuckets", xbuckets, 8);
+    g.profiles.mprof_cycle = opt(
+        if version.at_least(1, 19) {
+            "runtime.mProfCycle"
+        } else {
+            "runtime.mProf"
+        },
+        find_mprof_cycle(&fx, version),
+        if version.at_least(1, 19) { 4 } else { 8 },
+    );
+    g.profiles.mem_profile_rate = opt("runtime.MemProfileRate", find_mem_profile_rate(&fx), 8);
+    if version.at_least(1, 16) {
+        g.profiles.disable_memory_profiling = match g.profiles.mem_profile_rate {
+            Some(r) => opt(
+                "runtime.disableMemoryProfiling",
+                find_disable_mem_profiling(&fx, version, r),
+                1,
+            ),
+            None => opt(
+                "runtime.disableMemoryProfiling",
+                Err("needs runtime.MemProfileRate".into()),
+                1,
+            ),
+        };
+    }
+    g.profiles.block_profile_rate =
+        opt("runtime.blockprofilerate", find_block_profile_rate(&fx), 8);
+    g.profiles.mutex_profile_rate =
+        opt("runtime.mutexprofilerate", find_mutex_profile_rate(&fx), 8);
+    g.profiles.ticks = opt("runtime.ticks", find_ticks(&fx, version), 16);
     g.wait_reason_strings = match find_wait_reasons(&fx) {
         Ok((a, n)) if in_writable(image, a, n * 16) => Some((a, n)),
         Ok((a, _)) => {
@@ -1400,6 +1441,365 @@ fn find_wait_reasons(fx: &Finder) -> Result<(u64, u64), String> {
     Ok((addr, n))
 }
 
+/// Distinct addresses `code` reads with a plain, non-indexed `MOV` of
+/// `size` bytes.
+fn plain_reads(code: &CodeRefs, size: u32) -> Vec<u64> {
+    let mut out: Vec<u64> = code
+        .accesses
+        .iter()
+        .filter(|a| a.op == Op::Mov && a.kind == AccessKind::Read && a.size == size && !a.indexed)
+        .map(|a| a.addr)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The condition an instruction runs under, as far as the compare right
+/// before a conditional jump tells: `(imm, true)` on the path where the
+/// compared value equals `imm`, `(imm, false)` on the other one.
+type Guard = (u64, bool);
+
+/// Globals addressed RIP-relative in the function `name`, each with the
+/// [`Guard`] of the straight-line block it is in: a `CMP x, imm` directly
+/// followed by `JNE` (or `JE`) guards both the fall-through and the jump
+/// target until the next branch target or unconditional transfer. A block
+/// reached under two different guards has none.
+fn guarded_globals(fx: &Finder, name: &str) -> Result<Vec<(Guard, u64)>, String> {
+    let f = fx
+        .pclntab
+        .func_by_name(name)
+        .ok_or_else(|| format!("function {name} not found in the pclntab"))?;
+    let len = f.end.saturating_sub(f.entry);
+    if len == 0 || len > MAX_FUNC_BYTES {
+        return Err(format!(
+            "function {name} has an implausible size ({len} bytes)"
+        ));
+    }
+    let code = fx
+        .image
+        .bytes_at(f.entry, len as usize)
+        .ok_or_else(|| format!("the code of {name} at {:#x} is not in the file", f.entry))?;
+    Ok(guarded_rip_operands(code, f.entry))
+}
+
+/// The work of [`guarded_globals`] on `code` (first byte at `ip`).
+fn guarded_rip_operands(code: &[u8], ip: u64) -> Vec<(Guard, u64)> {
+    // Pass 1: branch targets, and the guard each guarded block starts with
+    // (None where two paths disagree).
+    let mut targets = HashSet::new();
+    let mut starts: std::collections::HashMap<u64, Option<Guard>> =
+        std::collections::HashMap::new();
+    let mut put = |at: u64, g: Guard| {
+        starts
+            .entry(at)
+            .and_modify(|e| {
+                if *e != Some(g) {
+                    *e = None;
+                }
+            })
+            .or_insert(Some(g));
+    };
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut instr = Instruction::default();
+    let mut cmp_imm: Option<u64> = None;
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        let target = match instr.flow_control() {
+            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch => {
+                near_target(&instr)
+            }
+            _ => None,
+        };
+        if let Some(t) = target {
+            targets.insert(t);
+        }
+        if let (Some(imm), Some(t)) = (cmp_imm, target) {
+            match instr.mnemonic() {
+                Mnemonic::Jne => {
+                    put(instr.next_ip(), (imm, true));
+                    put(t, (imm, false));
+                }
+                Mnemonic::Je => {
+                    put(t, (imm, true));
+                    put(instr.next_ip(), (imm, false));
+                }
+                _ => {}
+            }
+        }
+        cmp_imm = None;
+        if !instr.is_invalid() && instr.mnemonic() == Mnemonic::Cmp {
+            if let Value::Imm(v) = operand_value(&instr, 1, &State::new()) {
+                cmp_imm = Some(v);
+            }
+        }
+    }
+    // Pass 2: the guard of every RIP-relative operand.
+    let mut out = Vec::new();
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut cur: Option<Guard> = None;
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instr);
+        if let Some(g) = starts.get(&instr.ip()) {
+            cur = *g;
+        } else if targets.contains(&instr.ip()) {
+            cur = None;
+        }
+        if instr.is_invalid() {
+            cur = None;
+            continue;
+        }
+        let rip_mem = (0..instr.op_count()).any(|i| kind_of(&instr, i) == Some(OpKind::Memory))
+            && instr.memory_base() == Register::RIP;
+        if let (Some(g), true) = (cur, rip_mem) {
+            out.push((g, instr.memory_displacement64()));
+        }
+        if matches!(
+            instr.flow_control(),
+            FlowControl::UnconditionalBranch
+                | FlowControl::IndirectBranch
+                | FlowControl::Return
+                | FlowControl::Interrupt
+                | FlowControl::Exception
+        ) {
+            cur = None;
+        }
+    }
+    out
+}
+
+/// The profiles' bucket lists (mprof.go): `runtime.stkbucket` links a new
+/// bucket into one of three lists by its type, `if typ == memProfile`
+/// (1) `mbuckets`, `else if typ == mutexProfile` (3) `xbuckets`, else
+/// `bbuckets`: loaded and stored (`b.allnext = mbuckets; mbuckets = b`,
+/// Go 1.15-1.18) or address taken (`allnext = &mbuckets`, 1.19+) in the
+/// block each compare guards. `mProf_FlushLocked` walks `mbuckets`;
+/// `BlockProfile`/`blockProfileInternal` and `MutexProfile`/
+/// `mutexProfileInternal` walk the others where the program links them.
+fn find_buckets(
+    fx: &Finder,
+) -> (
+    Result<u64, String>,
+    Result<u64, String>,
+    Result<u64, String>,
+) {
+    let guarded = match guarded_globals(fx, "runtime.stkbucket") {
+        Ok(g) => g,
+        Err(e) => return (Err(e.clone()), Err(e.clone()), Err(e)),
+    };
+    let under = |want: &dyn Fn(Guard) -> bool, not: &[u64]| -> Vec<u64> {
+        let mut v: Vec<u64> = guarded
+            .iter()
+            .filter(|(g, a)| want(*g) && !not.contains(a))
+            .map(|&(_, a)| a)
+            .filter(|a| a % 8 == 0)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let m = one(
+        under(&|g| g == (1, true), &[]),
+        "global under typ == memProfile in runtime.stkbucket",
+    );
+    let x = one(
+        under(&|g| g == (3, true), &[]),
+        "global under typ == mutexProfile in runtime.stkbucket",
+    );
+    let (m, x) = match (m, x) {
+        (Ok(m), Ok(x)) if m == x => {
+            let e = format!("runtime.stkbucket: the same global {m:#x} for two types");
+            return (Err(e.clone()), Err(e.clone()), Err(e));
+        }
+        r => r,
+    };
+    let known: Vec<u64> = [&m, &x]
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .copied()
+        .collect();
+    let b = one(
+        under(&|g| !g.1 && (g.0 == 1 || g.0 == 3), &known),
+        "global under the else of typ == mutexProfile in runtime.stkbucket",
+    );
+    // Cross-checks: every listed function the program has must use it.
+    let check = |r: Result<u64, String>, names: &[&str]| -> Result<u64, String> {
+        let a = r?;
+        let present: Vec<(&str, CodeRefs)> = names
+            .iter()
+            .filter_map(|n| fx.code(n).ok().map(|c| (*n, c)))
+            .collect();
+        if !present.is_empty() && !present.iter().any(|(_, c)| c.uses(a)) {
+            return Err(format!(
+                "{} do(es) not use {a:#x}",
+                present.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(a)
+    };
+    (
+        check(m, &["runtime.mProf_FlushLocked", "runtime.mProf_Flush"]),
+        check(b, &["runtime.blockProfileInternal", "runtime.BlockProfile"]),
+        check(x, &["runtime.mutexProfileInternal", "runtime.MutexProfile"]),
+    )
+}
+
+/// The heap profile cycle (mprof.go). Go 1.19+: `mProf_Flush` begins with
+/// `mProfCycle.setFlushed()`, a compare-and-swap loop on the 4-byte
+/// `mProfCycle`: the global both loaded and CAS'd there. Before: `mProf` is
+/// `struct { cycle uint32; flushed bool; ... }` and `mProf_Flush` sets
+/// `mProf.flushed = true`, the only byte store of 1 there, at `mProf+4`.
+/// `mProf_Malloc` reads the cycle in both.
+fn find_mprof_cycle(fx: &Finder, version: &GoVersion) -> Result<u64, String> {
+    let code = fx.code("runtime.mProf_Flush")?;
+    let cycle = if version.at_least(1, 19) {
+        let loaded = plain_reads(&code, 4);
+        let mut c: Vec<u64> = code
+            .accesses
+            .iter()
+            .filter(|a| a.kind == AccessKind::ReadWrite && a.size == 4)
+            .map(|a| a.addr)
+            .filter(|a| loaded.contains(a))
+            .collect();
+        c.sort_unstable();
+        c.dedup();
+        one(c, "4-byte global loaded and swapped in runtime.mProf_Flush")?
+    } else {
+        let mut c: Vec<u64> = code
+            .accesses
+            .iter()
+            .filter(|a| a.kind == AccessKind::Write && a.size == 1 && a.value == Value::Imm(1))
+            .map(|a| a.addr.wrapping_sub(4))
+            .collect();
+        c.sort_unstable();
+        c.dedup();
+        one(c, "byte store of true in runtime.mProf_Flush")?
+    };
+    let other = fx.code("runtime.mProf_Malloc")?;
+    if !plain_reads(&other, 4).contains(&cycle) {
+        return Err(format!(
+            "runtime.mProf_Malloc does not read the cycle at {cycle:#x}"
+        ));
+    }
+    Ok(cycle)
+}
+
+/// `runtime.MemProfileRate` (malloc.go `nextSample`, inlined): the word
+/// both `allocmcache` (mcache.go: `c.nextSample = nextSample()`) and
+/// `profilealloc` (malloc.go) load, the only one they share.
+fn find_mem_profile_rate(fx: &Finder) -> Result<u64, String> {
+    let a = plain_reads(&fx.code("runtime.allocmcache")?, 8);
+    let b = plain_reads(&fx.code("runtime.profilealloc")?, 8);
+    one(
+        a.into_iter().filter(|x| b.contains(x)).collect(),
+        "word loaded by both runtime.allocmcache and runtime.profilealloc",
+    )
+}
+
+/// `runtime.disableMemoryProfiling` (Go 1.16+, set by the linker): read
+/// right before `MemProfileRate` is written, `if disableMemoryProfiling {
+/// MemProfileRate = 0 }` in `schedinit` (proc.go, 1.21+), or
+/// `MemProfileRate = defaultMemProfileRate(512 * 1024)` in the runtime's
+/// package initialiser `runtime.init` (mprof.go, 1.16-1.20). The access
+/// just before the store must be a byte load of a global.
+fn find_disable_mem_profiling(fx: &Finder, version: &GoVersion, rate: u64) -> Result<u64, String> {
+    let name = if version.at_least(1, 21) {
+        "runtime.schedinit"
+    } else {
+        "runtime.init"
+    };
+    let code = fx.code(name)?;
+    let mut c: Vec<u64> = code
+        .accesses
+        .windows(2)
+        .filter(|w| {
+            let (r, s) = (&w[0], &w[1]);
+            s.addr == rate
+                && s.kind == AccessKind::Write
+                && s.size == 8
+                && r.kind == AccessKind::Read
+                && r.size == 1
+                && !r.indexed
+                && r.addr != rate
+                && s.ip.wrapping_sub(r.ip) < 32
+        })
+        .map(|w| w[0].addr)
+        .collect();
+    c.sort_unstable();
+    c.dedup();
+    one(
+        c,
+        &format!("byte read before the store to MemProfileRate in {name}"),
+    )
+}
+
+/// `runtime.blockprofilerate` (mprof.go): the only word `blockevent` loads
+/// (`rate := int64(atomic.Load64(&blockprofilerate))`; in Go 1.15 that is
+/// in `blocksampled`, and `blockevent` is inlined away). `chanrecv`
+/// (chan.go) reads it too: `if blockprofilerate > 0`.
+fn find_block_profile_rate(fx: &Finder) -> Result<u64, String> {
+    let names = ["runtime.blockevent", "runtime.blocksampled"];
+    let codes: Vec<CodeRefs> = names.iter().filter_map(|n| fx.code(n).ok()).collect();
+    if codes.is_empty() {
+        return Err(format!("none of {} found", names.join(", ")));
+    }
+    let mut c: Vec<u64> = codes.iter().flat_map(|c| plain_reads(c, 8)).collect();
+    c.sort_unstable();
+    c.dedup();
+    let rate = one(c, "word loaded in runtime.blockevent/blocksampled")?;
+    if !fx.code("runtime.chanrecv")?.uses(rate) {
+        return Err(format!("runtime.chanrecv does not read {rate:#x}"));
+    }
+    Ok(rate)
+}
+
+/// `runtime.mutexprofilerate` (mprof.go): the only word `mutexevent`
+/// loads, `rate := int64(atomic.Load64(&mutexprofilerate))`; the function
+/// is linknamed `sync.event` up to Go 1.26 and `runtime.mutexevent` from
+/// 1.27. `semacquire1` (sema.go) reads it too: `mutexprofilerate > 0`.
+fn find_mutex_profile_rate(fx: &Finder) -> Result<u64, String> {
+    let code = fx
+        .code("runtime.mutexevent")
+        .or_else(|_| fx.code("sync.event"))
+        .map_err(|_| "neither runtime.mutexevent nor sync.event found".to_string())?;
+    let rate = one(plain_reads(&code, 8), "word loaded in the mutex event")?;
+    if !fx.code("runtime.semacquire1")?.uses(rate) {
+        return Err(format!("runtime.semacquire1 does not read {rate:#x}"));
+    }
+    Ok(rate)
+}
+
+/// `runtime.ticks` (runtime.go), whose `lock` is its first field. Go
+/// 1.22+: `schedinit` calls `ticks.init()`, which does `lock(&ticks.lock)`.
+/// Before, only `tickspersecond` uses it (`lock(&ticks.lock)`), linked
+/// only into programs that need CPU ticks per second (block and mutex
+/// profiles, `runtime/pprof`): the one lock there.
+fn find_ticks(fx: &Finder, version: &GoVersion) -> Result<u64, String> {
+    let is_lock = |n: &str| matches!(n, "runtime.lock2" | "runtime.lock" | "runtime.lockWithRank");
+    if !version.at_least(1, 22) {
+        let code = fx.code("runtime.tickspersecond").map_err(|_| {
+            "runtime.tickspersecond is not linked into this program (nor is runtime.ticks)"
+                .to_string()
+        })?;
+        return one(
+            fx.receivers(&code, is_lock),
+            "lock receiver in runtime.tickspersecond",
+        );
+    }
+    let code = fx.code("runtime.schedinit")?;
+    let ticks = one(
+        fx.receivers(&code, |n| n == "runtime.(*ticksType).init"),
+        "(*ticksType).init receiver in runtime.schedinit",
+    )?;
+    let other = fx.code("runtime.(*ticksType).init")?;
+    if !fx.receivers(&other, is_lock).contains(&ticks) {
+        return Err(format!(
+            "runtime.(*ticksType).init does not lock {ticks:#x}"
+        ));
+    }
+    Ok(ticks)
+}
+
 /// Where the current `g` lives relative to the FS base on linux/amd64, as
 /// a (negative) offset: `g = *(fs_base + offset)`.
 ///
@@ -1524,6 +1924,32 @@ mod tests {
         assert_eq!(r.calls[0].target, Some(0x10));
         assert_eq!(r.calls[0].rax, Value::Addr(0x107));
         assert_eq!(r.calls[0].stack0, Value::Addr(0x107));
+    }
+
+    /// `runtime.stkbucket`'s list choice (Go 1.19+): each LEA carries the
+    /// compare that guards it, the else block the last compare's negation.
+    #[test]
+    fn guards_of_the_bucket_lists() {
+        let code = [
+            0x48, 0x83, 0xf9, 0x01, // 0x00 cmp rcx, 1
+            0x75, 0x09, // 0x04 jne 0x0f
+            0x48, 0x8d, 0x0d, 0x00, 0x01, 0x00, 0x00, // 0x06 lea rcx, [rip+0x100]
+            0xeb, 0x16, // 0x0d jmp 0x25
+            0x48, 0x83, 0xf9, 0x03, // 0x0f cmp rcx, 3
+            0x75, 0x09, // 0x13 jne 0x1e
+            0x48, 0x8d, 0x0d, 0x00, 0x02, 0x00, 0x00, // 0x15 lea rcx, [rip+0x200]
+            0xeb, 0x07, // 0x1c jmp 0x25
+            0x48, 0x8d, 0x0d, 0x00, 0x03, 0x00, 0x00, // 0x1e lea rcx, [rip+0x300]
+            0x48, 0x8b, 0x05, 0x00, 0x04, 0x00, 0x00, // 0x25 mov rax, [rip+0x400]
+            0xc3, // 0x2c ret
+        ];
+        assert_eq!(
+            guarded_rip_operands(&code, 0),
+            vec![((1, true), 0x10d), ((3, true), 0x21c), ((3, false), 0x325),]
+        );
+        // Garbage: no panic.
+        let _ = guarded_rip_operands(&[0x48, 0x83], 0);
+        let _ = guarded_rip_operands(&[0x75; 64], u64::MAX - 8);
     }
 
     /// Garbage and truncated code never panic.
