@@ -13,11 +13,9 @@ use crate::sampler::Profile;
 pub fn lines(profile: &Profile) -> Vec<String> {
     let mut by_names: HashMap<String, u64> = HashMap::new();
     for (stack, weight) in &profile.stacks {
-        // `;` separates frames and a line is one stack: neither may appear
-        // inside a frame name. Spaces may (the count is after the last one).
         let frames: Vec<String> = profile
             .frames(stack)
-            .map(|f| f.function.replace(';', ":").replace('\n', " "))
+            .map(|f| frame_name(f.function))
             .collect();
         *by_names.entry(frames.join(";")).or_insert(0) += weight.nanos;
     }
@@ -29,6 +27,13 @@ pub fn lines(profile: &Profile) -> Vec<String> {
         .collect();
     lines.sort();
     lines
+}
+
+/// `function` as a frame of a folded line. `;` separates frames and a line
+/// is one stack: neither may appear inside a frame name. Spaces may (the
+/// count is after the last one).
+pub(crate) fn frame_name(function: &str) -> String {
+    function.replace(';', ":").replace('\n', " ")
 }
 
 /// Writes `profile` as folded stacks.

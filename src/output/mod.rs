@@ -6,3 +6,4 @@ pub mod folded;
 pub mod pprof;
 pub mod speedscope;
 pub mod summary;
+pub mod values;

@@ -24,14 +24,15 @@ struct Shared<'a> {
     frames: Vec<Frame<'a>>,
 }
 
+/// One entry of the shared frame list.
 #[derive(Serialize)]
-struct Frame<'a> {
-    name: &'a str,
+pub(crate) struct Frame<'a> {
+    pub(crate) name: &'a str,
     /// Pseudo-frames (threads, goroutine states) have neither.
     #[serde(skip_serializing_if = "str::is_empty")]
-    file: &'a str,
+    pub(crate) file: &'a str,
     #[serde(skip_serializing_if = "is_zero")]
-    line: u32,
+    pub(crate) line: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -75,6 +76,21 @@ pub fn write(out: &mut dyn Write, profile: &Profile, title: &str) -> io::Result<
         samples.push(sample);
         weights.push(weight.nanos);
     }
+    write_sampled(out, title, "nanoseconds", frames, samples, weights)
+}
+
+/// Writes one "sampled" profile named `title`: `samples` are stacks of
+/// indices into `frames`, outermost first, each weighing its `weights`
+/// entry in `unit` (one of speedscope's units: "nanoseconds", "bytes",
+/// "none", ...).
+pub(crate) fn write_sampled(
+    out: &mut dyn Write,
+    title: &str,
+    unit: &'static str,
+    frames: Vec<Frame>,
+    samples: Vec<Vec<usize>>,
+    weights: Vec<u64>,
+) -> io::Result<()> {
     let total = weights.iter().sum();
     let file = File {
         schema: "https://www.speedscope.app/file-format-schema.json",
@@ -82,7 +98,7 @@ pub fn write(out: &mut dyn Write, profile: &Profile, title: &str) -> io::Result<
         profiles: vec![SampledProfile {
             r#type: "sampled",
             name: title.to_string(),
-            unit: "nanoseconds",
+            unit,
             start_value: 0,
             end_value: total,
             samples,
