@@ -11,6 +11,7 @@ pub mod cli;
 pub mod error;
 pub mod goroutines;
 pub mod layout;
+pub mod mprof;
 pub mod native;
 pub mod output;
 pub mod process;

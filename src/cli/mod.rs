@@ -1,6 +1,7 @@
 //! The command line: argument parsing and one small module per subcommand.
 
 mod dump;
+mod profile;
 mod record;
 mod summary;
 mod top;
@@ -50,6 +51,9 @@ enum Command {
     /// One screen about the process: scheduler, heap, GC, Ps, threads and
     /// goroutines.
     Summary(summary::SummaryArgs),
+    /// Read the profiles the runtime keeps itself (heap, allocs) and write
+    /// what /debug/pprof/NAME would serve, without an endpoint.
+    Profile(profile::ProfileArgs),
     /// Read package-level variables (main.counter, main.*) through the
     /// binary's DWARF types.
     Var(var::VarArgs),
@@ -106,6 +110,7 @@ pub fn run() -> i32 {
         Command::Record(args) => record::run(args),
         Command::Top(args) => top::run(args),
         Command::Summary(args) => summary::run(args),
+        Command::Profile(args) => profile::run(args),
         Command::Var(args) => var::run(args),
     };
     match result {

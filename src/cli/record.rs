@@ -257,7 +257,7 @@ fn output_format(flag: Option<Format>, output: Option<&std::path::Path>) -> Resu
 }
 
 /// `YYYYMMDD-HHMMSS` in local time, for default file names.
-fn local_timestamp(at: SystemTime) -> String {
+pub(super) fn local_timestamp(at: SystemTime) -> String {
     let secs = at
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as libc::time_t)
@@ -281,15 +281,15 @@ fn local_timestamp(at: SystemTime) -> String {
 /// An output file being written: a hidden file beside the final one,
 /// renamed into place by [`PartialFile::finish`] and removed if dropped
 /// before that.
-struct PartialFile {
-    file: File,
+pub(super) struct PartialFile {
+    pub(super) file: File,
     temp: PathBuf,
     output: PathBuf,
     done: bool,
 }
 
 impl PartialFile {
-    fn create(output: &std::path::Path) -> Result<PartialFile> {
+    pub(super) fn create(output: &std::path::Path) -> Result<PartialFile> {
         let name = output
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -305,7 +305,7 @@ impl PartialFile {
         })
     }
 
-    fn finish(mut self) -> Result<()> {
+    pub(super) fn finish(mut self) -> Result<()> {
         std::fs::rename(&self.temp, &self.output)
             .map_err(|e| Error::io(format!("writing {}", self.output.display()), e))?;
         self.done = true;
