@@ -385,3 +385,79 @@ fn disabled_profiles_are_a_clear_error() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The other formats show one sample type (`--sample-index`, else the
+/// profile's default): folded stacks add up to the same total as the pprof
+/// file's values of that type, the text table and the flamegraph name the
+/// fixture's call paths, and a wrong type is refused with the valid ones.
+#[test]
+fn formats_show_the_chosen_sample_type() {
+    let tc = newest_toolchain();
+    let bin = build_fixture("heapprof", &tc, BuildMode::Default);
+    let prefix = tmp("formats");
+    let target = Target::start(&bin, &["-out", prefix.to_str().unwrap()]);
+    let pid = target.pid().to_string();
+    let file = |ext: &str| PathBuf::from(format!("{}.gospy.{ext}", prefix.display()));
+    let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["profile"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--pid", &pid]);
+        let out = run_gospy(&all);
+        assert!(
+            out.status.success(),
+            "gospy {all:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pb = file("pb.gz");
+    run(&["allocs", "-o", &path(&pb)]);
+    let raw = raw(&tc, &pb).unwrap_or_else(|e| panic!("{e}"));
+    for (index, name) in [
+        "alloc_objects",
+        "alloc_space",
+        "inuse_objects",
+        "inuse_space",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let folded = file(&format!("{name}.folded"));
+        run(&["allocs", "--sample-index", name, "-o", &path(&folded)]);
+        let text = std::fs::read_to_string(&folded).unwrap();
+        let total: i64 = text
+            .lines()
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<i64>().ok())
+            .sum();
+        let expected: i64 = raw.samples.iter().map(|s| s.values[index]).sum();
+        assert_eq!(total, expected, "{name}: folded total vs pprof's\n{text}");
+        assert!(text.contains("main.hugeObjects"), "{text}");
+    }
+    let table = run(&["heap", "-f", "text"]);
+    assert!(table.contains("Type: inuse_space"), "{table}");
+    assert!(table.contains("main.hugeObjects"), "{table}");
+    let svg = file("svg");
+    run(&["heap", "-o", &path(&svg)]);
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("main.buildTree"),
+        "{svg:.300}"
+    );
+
+    let out = run_gospy(&[
+        "profile",
+        "heap",
+        "--pid",
+        &pid,
+        "-f",
+        "text",
+        "--sample-index",
+        "delay",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("inuse_space"),
+        "{stderr}"
+    );
+}

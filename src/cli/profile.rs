@@ -11,8 +11,12 @@ use super::record::{local_timestamp, PartialFile};
 use crate::mprof::contention::{self, ContentionKind};
 use crate::mprof::{self, MemProfileKind};
 use crate::output::pprof::{self, PprofSource};
+use crate::output::values;
 use crate::target::Target;
 use crate::{Error, Result};
+
+/// Rows of the text table.
+const TEXT_ROWS: usize = 30;
 
 /// Which of the runtime's profiles.
 #[derive(Clone, Copy, ValueEnum)]
@@ -41,11 +45,67 @@ impl ProfileName {
     }
 }
 
+/// How to write the profile.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProfileFormat {
+    /// gzip-compressed pprof with every sample type, as the runtime writes it.
+    Pprof,
+    /// SVG flamegraph of one sample type (--sample-index).
+    Flamegraph,
+    /// Folded stacks with the value of one sample type.
+    Folded,
+    /// JSON for https://www.speedscope.app, one sample type.
+    Speedscope,
+    /// A `go tool pprof -top`-like table, to stdout unless -o is given.
+    Text,
+}
+
+impl ProfileFormat {
+    fn name(self) -> &'static str {
+        match self {
+            ProfileFormat::Pprof => "pprof",
+            ProfileFormat::Flamegraph => "flamegraph",
+            ProfileFormat::Folded => "folded",
+            ProfileFormat::Speedscope => "speedscope",
+            ProfileFormat::Text => "text",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            ProfileFormat::Pprof => "pb.gz",
+            ProfileFormat::Flamegraph => "svg",
+            ProfileFormat::Folded => "folded",
+            ProfileFormat::Speedscope => "speedscope.json",
+            ProfileFormat::Text => "txt",
+        }
+    }
+
+    /// The format a file name's extension names, if any (as for `record`).
+    fn from_path(path: &std::path::Path) -> Option<ProfileFormat> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        [
+            (".json", ProfileFormat::Speedscope),
+            (".svg", ProfileFormat::Flamegraph),
+            (".pb.gz", ProfileFormat::Pprof),
+            (".pb", ProfileFormat::Pprof),
+            (".pprof", ProfileFormat::Pprof),
+            (".folded", ProfileFormat::Folded),
+            (".txt", ProfileFormat::Text),
+        ]
+        .iter()
+        .find(|(suffix, _)| name.ends_with(suffix))
+        .map(|&(_, f)| f)
+    }
+}
+
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     sudo gospy profile heap --pid 1234 && go tool pprof gospy-1234-heap-*.pb.gz\n  \
     sudo gospy profile allocs --pid 1234 -o allocs.pb.gz\n  \
-    sudo gospy profile mutex --pid 1234 -o mutex.pb.gz\n\n\
+    sudo gospy profile mutex --pid 1234 -f text\n  \
+    sudo gospy profile heap --pid 1234 -f flamegraph -o heap.svg\n  \
+    sudo gospy profile allocs --pid 1234 -f folded --sample-index alloc_objects\n\n\
     The profile is the one the program itself keeps (runtime.MemProfile, BlockProfile, \
     MutexProfile): gospy reads it without stopping or changing the program, and writes what \
     /debug/pprof/NAME would have served at that moment.")]
@@ -56,10 +116,19 @@ pub struct ProfileArgs {
     /// PID of the Go process.
     #[arg(short, long)]
     pid: i32,
-    /// Output file (default gospy-PID-NAME-TIMESTAMP.pb.gz): a
-    /// gzip-compressed pprof profile, for `go tool pprof`.
+    /// Output file (default gospy-PID-NAME-TIMESTAMP.EXT; text goes to
+    /// stdout). Its extension picks the format when -f is not given.
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Output format (default: from -o's extension, else pprof).
+    #[arg(short, long, value_enum)]
+    format: Option<ProfileFormat>,
+    /// The sample type the non-pprof formats show, by name or number
+    /// (e.g. inuse_space, alloc_objects, delay; default as go tool pprof:
+    /// the profile's default type); for pprof, the type `go tool pprof`
+    /// shows first.
+    #[arg(long, value_name = "TYPE")]
+    sample_index: Option<String>,
     #[command(flatten)]
     binary: super::BinaryArgs,
 }
@@ -104,26 +173,77 @@ pub fn run(args: ProfileArgs) -> Result<i32> {
             (contention::contention_profile(&target, &read), summary)
         }
     };
+    let format =
+        match (
+            args.format,
+            args.output.as_deref().and_then(ProfileFormat::from_path),
+        ) {
+            (Some(f), Some(n)) if f != n => {
+                return Err(Error::Other(format!(
+                "-f {} contradicts the output file name {} (a {} extension); change one of them",
+                f.name(),
+                args.output.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                n.name()
+            )))
+            }
+            (Some(f), _) | (None, Some(f)) => f,
+            (None, None) => ProfileFormat::Pprof,
+        };
+    let index = values::sample_index(&profile, args.sample_index.as_deref())
+        .map_err(|e| Error::Other(format!("--sample-index: {e}")))?;
+    let type_name = profile.sample_types[index].0.clone();
+    if format == ProfileFormat::Text && args.output.is_none() {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        values::write_text(&mut out, &profile, index, TEXT_ROWS)
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("writing to stdout", e))?;
+        eprintln!("{} profile: {summary}", args.name.name());
+        return Ok(0);
+    }
     let output = args.output.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
-            "gospy-{}-{}-{}.pb.gz",
+            "gospy-{}-{}-{}.{}",
             args.pid,
             args.name.name(),
-            local_timestamp(SystemTime::now())
+            local_timestamp(SystemTime::now()),
+            format.extension()
         ))
     });
     let mut partial = PartialFile::create(&output)?;
     let binary = target.binary.path.display().to_string();
-    let source = PprofSource {
-        binary: &binary,
-        build_id: target.binary.image.go_build_id.as_deref().or(target
-            .binary
-            .image
-            .build_id
-            .as_deref()),
-        period_ns: 0,
+    let title = format!(
+        "gospy profile {} --pid {}: {type_name}",
+        args.name.name(),
+        args.pid
+    );
+    let written = match format {
+        ProfileFormat::Pprof => {
+            let mut profile = profile;
+            if args.sample_index.is_some() {
+                profile.default_sample_type = Some(type_name.clone());
+            }
+            let source = PprofSource {
+                binary: &binary,
+                build_id: target.binary.image.go_build_id.as_deref().or(target
+                    .binary
+                    .image
+                    .build_id
+                    .as_deref()),
+                period_ns: 0,
+            };
+            pprof::write_values(&mut partial.file, &profile, &source)
+        }
+        ProfileFormat::Flamegraph => {
+            values::write_flamegraph(&mut partial.file, &profile, index, &title)
+        }
+        ProfileFormat::Folded => values::write_folded(&mut partial.file, &profile, index),
+        ProfileFormat::Speedscope => {
+            values::write_speedscope(&mut partial.file, &profile, index, &title)
+        }
+        ProfileFormat::Text => values::write_text(&mut partial.file, &profile, index, TEXT_ROWS),
     };
-    pprof::write_values(&mut partial.file, &profile, &source)
+    written
         .and_then(|()| partial.file.flush())
         .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
     partial.finish()?;
