@@ -35,8 +35,14 @@ struct Raw {
 }
 
 fn raw(tc: &Toolchain, file: &Path) -> Result<Raw, String> {
+    raw_with(tc, file, &[])
+}
+
+/// `go tool pprof -raw EXTRA... FILE`.
+fn raw_with(tc: &Toolchain, file: &Path, extra: &[&str]) -> Result<Raw, String> {
     let out = Command::new(&tc.go)
         .args(["tool", "pprof", "-raw"])
+        .args(extra)
         .arg(file)
         .env("GOTOOLCHAIN", "local")
         .env("GOCACHE", gocache_dir())
@@ -460,4 +466,93 @@ fn formats_show_the_chosen_sample_type() {
         !out.status.success() && stderr.contains("inuse_space"),
         "{stderr}"
     );
+}
+
+/// `-d`: gospy reads, waits, reads again and writes the difference, which
+/// must equal the difference of the fixture's own profiles written just
+/// before its first read and just after the burst and GC that happen
+/// during the wait (`go tool pprof -base`); for allocs and block, on the
+/// oldest and newest toolchains. Without a GC in between, a heap
+/// difference is empty and gospy says why.
+#[test]
+fn duration_writes_the_difference_of_two_reads() {
+    let mut failures = Vec::new();
+    let all = toolchains();
+    let ends = [all.first(), all.last()];
+    for tc in ends.into_iter().flatten() {
+        let bin = build_fixture("heapprof", tc, BuildMode::Default);
+        let prefix = tmp(&format!("delta-go{}", tc.version));
+        let mut target = Target::start(&bin, &["-out", prefix.to_str().unwrap()]);
+        let pid = target.pid().to_string();
+        let signal = |target: &mut Target, sig| {
+            // SAFETY: kill sends a signal to our own child.
+            assert_eq!(unsafe { libc::kill(target.pid() as libc::pid_t, sig) }, 0);
+            target.wait_for("PROFILED", Duration::from_secs(30));
+        };
+        signal(&mut target, libc::SIGUSR1);
+        let names = ["allocs", "block"];
+        for name in names {
+            let from = format!("{}.{name}", prefix.display());
+            std::fs::copy(&from, format!("{from}.before")).unwrap();
+        }
+        let children: Vec<_> = names
+            .into_iter()
+            .map(|name| {
+                let out = format!("{}.gospy-delta.{name}", prefix.display());
+                let child = Command::new(gospy_bin())
+                    .args(["profile", name, "--pid", &pid, "-d", "3", "-o", &out])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (name, out, child)
+            })
+            .collect();
+        // Both have read once by now (reading takes milliseconds).
+        std::thread::sleep(Duration::from_millis(1000));
+        signal(&mut target, libc::SIGUSR2);
+        for (name, out, child) in children {
+            let label = format!("Go {} {name} -d", tc.version);
+            let done = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&done.stderr);
+            if !done.status.success() {
+                failures.push(format!("{label}: gospy failed: {stderr}"));
+                continue;
+            }
+            if name == "allocs" && !stderr.contains("heap profile cycles") {
+                failures.push(format!("{label}: no GC cycles named: {stderr}"));
+            }
+            let after = PathBuf::from(format!("{}.{name}", prefix.display()));
+            let before = format!("{}.{name}.before", prefix.display());
+            let expected = raw_with(tc, &after, &["-base", &before]);
+            let (expected, gospy) = match (expected, raw(tc, Path::new(&out))) {
+                (Ok(e), Ok(g)) => (e, g),
+                (Err(e), _) | (_, Err(e)) => {
+                    failures.push(format!("{label}: {e}"));
+                    continue;
+                }
+            };
+            if name == "allocs"
+                && !nonzero(&gospy)
+                    .iter()
+                    .any(|s| s.frames.iter().any(|f| f.starts_with("main.burst ")))
+            {
+                failures.push(format!("{label}: main.burst is not in the difference"));
+            }
+            let tolerance = if name == "block" { 0.01 } else { 0.0 };
+            let diff = differences(&expected, &gospy, tolerance);
+            if !diff.is_empty() {
+                failures.push(format!("{label}:\n  {}", diff.join("\n  ")));
+            }
+        }
+        // No GC during the wait: nothing published, and gospy says so.
+        let out_file = format!("{}.gospy-nogc.heap", prefix.display());
+        let out = run_gospy(&[
+            "profile", "heap", "--pid", &pid, "-d", "0.5", "-o", &out_file,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || !stderr.contains("no GC ran") {
+            failures.push(format!("Go {}: heap -d without a GC: {stderr}", tc.version));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

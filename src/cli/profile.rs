@@ -3,14 +3,14 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, ValueEnum};
 
 use super::record::{local_timestamp, PartialFile};
 use crate::mprof::contention::{self, ContentionKind};
 use crate::mprof::{self, MemProfileKind};
-use crate::output::pprof::{self, PprofSource};
+use crate::output::pprof::{self, PprofSource, ValueProfile};
 use crate::output::values;
 use crate::target::Target;
 use crate::{Error, Result};
@@ -103,6 +103,7 @@ impl ProfileFormat {
 #[command(after_help = "Examples:\n  \
     sudo gospy profile heap --pid 1234 && go tool pprof gospy-1234-heap-*.pb.gz\n  \
     sudo gospy profile allocs --pid 1234 -o allocs.pb.gz\n  \
+    sudo gospy profile allocs --pid 1234 -d 30   # allocated during the next 30 s\n  \
     sudo gospy profile mutex --pid 1234 -f text\n  \
     sudo gospy profile heap --pid 1234 -f flamegraph -o heap.svg\n  \
     sudo gospy profile allocs --pid 1234 -f folded --sample-index alloc_objects\n\n\
@@ -129,48 +130,112 @@ pub struct ProfileArgs {
     /// shows first.
     #[arg(long, value_name = "TYPE")]
     sample_index: Option<String>,
+    /// Read the profile, wait this many seconds, read it again and write
+    /// the difference: what was allocated (or blocked) meanwhile, as
+    /// /debug/pprof/NAME?seconds=S.
+    #[arg(short, long, value_name = "SECONDS")]
+    duration: Option<f64>,
     #[command(flatten)]
     binary: super::BinaryArgs,
 }
 
-pub fn run(args: ProfileArgs) -> Result<i32> {
-    let target = Target::attach_with(args.pid, &args.binary.open_options()?)?;
-    let (profile, summary) = match args.name {
+/// One read of a profile: the profile and a line about what was read.
+struct Read {
+    profile: ValueProfile,
+    summary: String,
+    /// The heap profile cycle (one per GC) of a memory profile.
+    heap_cycle: Option<u32>,
+}
+
+fn read_profile(target: &Target, name: ProfileName) -> Result<Read> {
+    Ok(match name {
         ProfileName::Heap | ProfileName::Allocs => {
-            let kind = match args.name {
+            let kind = match name {
                 ProfileName::Heap => MemProfileKind::Heap,
                 _ => MemProfileKind::Allocs,
             };
-            let read = mprof::read_mem_profile(&target)?;
-            let summary = format!(
-                "{} buckets, MemProfileRate {} (heap profile cycle {})",
-                read.buckets.len(),
-                read.rate,
-                read.cycle
-            );
-            (mprof::heap_profile(&target, &read, kind), summary)
+            let read = mprof::read_mem_profile(target)?;
+            Read {
+                summary: format!(
+                    "{} buckets, MemProfileRate {} (heap profile cycle {})",
+                    read.buckets.len(),
+                    read.rate,
+                    read.cycle
+                ),
+                heap_cycle: Some(read.cycle),
+                profile: mprof::heap_profile(target, &read, kind),
+            }
         }
         ProfileName::Block | ProfileName::Mutex => {
-            let kind = match args.name {
+            let kind = match name {
                 ProfileName::Block => ContentionKind::Block,
                 _ => ContentionKind::Mutex,
             };
-            let read = contention::read_contention_profile(&target, kind)?;
+            let read = contention::read_contention_profile(target, kind)?;
             let rate = match kind {
                 ContentionKind::Block => format!("block profile rate {} ticks", read.rate),
                 ContentionKind::Mutex => format!("mutex profile fraction 1/{}", read.rate),
             };
-            let summary = format!(
-                "{} buckets, {rate}, {} ticks/s{}",
-                read.records.len(),
-                read.ticks_per_second,
-                if read.ticks_measured_here {
-                    " (measured by gospy: the program has not yet)"
-                } else {
-                    ""
-                }
+            Read {
+                summary: format!(
+                    "{} buckets, {rate}, {} ticks/s{}",
+                    read.records.len(),
+                    read.ticks_per_second,
+                    if read.ticks_measured_here {
+                        " (measured by gospy: the program has not yet)"
+                    } else {
+                        ""
+                    }
+                ),
+                heap_cycle: None,
+                profile: contention::contention_profile(target, &read),
+            }
+        }
+    })
+}
+
+/// Sleeps `duration`, or until Ctrl-C; returns the time slept.
+fn wait(duration: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < duration && !super::interrupted() {
+        std::thread::sleep((duration - start.elapsed()).min(Duration::from_millis(100)));
+    }
+    start.elapsed()
+}
+
+pub fn run(args: ProfileArgs) -> Result<i32> {
+    let target = Target::attach_with(args.pid, &args.binary.open_options()?)?;
+    let first = read_profile(&target, args.name)?;
+    let (profile, summary) = match args.duration {
+        None => (first.profile, first.summary),
+        Some(secs) => {
+            let duration = Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| Error::Other(format!("-d {secs}: not a positive duration")))?;
+            eprintln!(
+                "{} profile read; reading it again in {secs} s (Ctrl-C to read it now)",
+                args.name.name()
             );
-            (contention::contention_profile(&target, &read), summary)
+            let waited = wait(duration);
+            let second = read_profile(&target, args.name)?;
+            let mut profile = mprof::difference(&first.profile, &second.profile);
+            profile.duration_nanos = waited.as_nanos() as i64;
+            let span = match (first.heap_cycle, second.heap_cycle) {
+                (Some(a), Some(b)) if a == b => format!(
+                    "; no GC ran in between (heap profile cycle {a}), so the difference is \
+                     empty: the runtime publishes memory profile records at each GC; read \
+                     over a longer time (-d)"
+                ),
+                (Some(a), Some(b)) => format!("; heap profile cycles {a} to {b}"),
+                _ => String::new(),
+            };
+            let summary = format!(
+                "difference over {:.1} s: {} samples changed{span}",
+                waited.as_secs_f64(),
+                profile.samples.len()
+            );
+            (profile, summary)
         }
     };
     let format =

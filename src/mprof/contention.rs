@@ -229,6 +229,7 @@ pub fn contention_profile(target: &Target, profile: &ContentionProfile) -> Value
         default_sample_type: None,
         period_type: ("contentions".into(), "count".into()),
         period: 1,
+        duration_nanos: 0,
         locations: symbols.into_locations(),
         samples,
     }

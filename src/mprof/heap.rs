@@ -311,6 +311,7 @@ pub fn heap_profile(target: &Target, profile: &MemProfile, kind: MemProfileKind)
         },
         period_type: ("space".into(), "bytes".into()),
         period: profile.rate,
+        duration_nanos: 0,
         locations: symbols.into_locations(),
         samples,
     }

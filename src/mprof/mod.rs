@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::binary::pclntab::SourceFrame;
 use crate::error::{Error, Result};
+use crate::output::pprof::{ValueProfile, ValueSample};
 use crate::process::memory::Memory;
 use crate::sampler::{Location, SourceLine};
 use crate::target::Target;
@@ -92,6 +93,65 @@ fn read_bucket_list(
         addr = allnext;
     }
     Ok(buckets)
+}
+
+/// `after` minus `before`, as `/debug/pprof/NAME?seconds=S` serves it
+/// (net/http/pprof `serveDeltaProfile`: `before` scaled by -1, merged):
+/// samples with the same frames and labels are subtracted, all-zero
+/// results dropped, a sample only in `before` is negated.
+pub fn difference(before: &ValueProfile, after: &ValueProfile) -> ValueProfile {
+    type Key = (Vec<(String, String, u32)>, Vec<(String, i64)>);
+    let key = |p: &ValueProfile, s: &ValueSample| -> Key {
+        let frames = s
+            .locations
+            .iter()
+            .filter_map(|&i| p.locations.get(i as usize))
+            .flat_map(|l| &l.lines)
+            .map(|l| (l.function.to_string(), l.file.to_string(), l.line))
+            .collect();
+        (frames, s.numeric_labels.clone())
+    };
+    let mut out = ValueProfile {
+        samples: Vec::new(),
+        locations: after.locations.clone(),
+        ..after.clone()
+    };
+    let mut index: HashMap<Key, usize> = HashMap::new();
+    for s in &after.samples {
+        match index.get(&key(after, s)) {
+            Some(&i) => {
+                let t: &mut ValueSample = &mut out.samples[i];
+                for (v, w) in t.values.iter_mut().zip(&s.values) {
+                    *v = v.wrapping_add(*w);
+                }
+            }
+            None => {
+                index.insert(key(after, s), out.samples.len());
+                out.samples.push(s.clone());
+            }
+        }
+    }
+    let offset = out.locations.len() as u32;
+    out.locations.extend(before.locations.iter().cloned());
+    for s in &before.samples {
+        match index.get(&key(before, s)) {
+            Some(&i) => {
+                for (v, w) in out.samples[i].values.iter_mut().zip(&s.values) {
+                    *v = v.wrapping_sub(*w);
+                }
+            }
+            None => {
+                index.insert(key(before, s), out.samples.len());
+                out.samples.push(ValueSample {
+                    locations: s.locations.iter().map(|&l| l + offset).collect(),
+                    values: s.values.iter().map(|v| v.wrapping_neg()).collect(),
+                    numeric_labels: s.numeric_labels.clone(),
+                });
+            }
+        }
+    }
+    out.samples.retain(|s| s.values.iter().any(|&v| v != 0));
+    out
 }
 
 /// Little-endian words of `bytes` (a multiple of 8 long).

@@ -223,6 +223,8 @@ pub struct ValueProfile {
     pub default_sample_type: Option<String>,
     pub period_type: (String, String),
     pub period: i64,
+    /// The time a difference of two reads spans (0 for one read).
+    pub duration_nanos: i64,
     /// Each with one line per logical frame.
     pub locations: Vec<Location>,
     pub samples: Vec<ValueSample>,
@@ -317,6 +319,7 @@ pub fn build_values(profile: &ValueProfile, source: &PprofSource) -> proto::Prof
         time_nanos,
         period_type,
         period: profile.period,
+        duration_nanos: profile.duration_nanos,
         default_sample_type,
         ..Default::default()
     }

@@ -592,6 +592,7 @@ mod tests {
             default_sample_type: Some("inuse_space".into()),
             period_type: ("space".into(), "bytes".into()),
             period: 512 * 1024,
+            duration_nanos: 0,
             locations: vec![
                 loc(&["main.alloc"]),
                 // Lines innermost first: helper was inlined into work.
