@@ -105,12 +105,37 @@ pub struct Summary {
     pub procs: Vec<Proc>,
     /// The process's threads by state, from /proc.
     pub threads: Threads,
+    /// The runtime's own sampled heap profile (`gospy profile heap`), or
+    /// null if the program keeps none (a note says why).
+    pub heap_profile: Option<HeapProfile>,
     /// Goroutine counts.
     pub goroutine_counts: GoroutineCounts,
     /// Every goroutine, by goid.
     pub goroutines: Vec<GoroutineLine>,
     /// Figures gospy could not read, and why.
     pub notes: Vec<String>,
+}
+
+/// The heap profile in brief: where the sampled live memory was allocated.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeapProfile {
+    /// `runtime.MemProfileRate`: one allocation sampled per this many bytes.
+    pub rate: i64,
+    /// The heap profile cycle (one per GC) the figures are as of.
+    pub cycle: u32,
+    /// Live bytes the profile estimates (its `inuse_space` total).
+    pub inuse_bytes: i64,
+    /// The top three allocation sites by live bytes: the innermost frame
+    /// `runtime/pprof` shows (runtime frames hidden), as `go tool pprof -top`
+    /// counts flat.
+    pub top_sites: Vec<HeapSite>,
+}
+
+/// One allocation site of [`HeapProfile::top_sites`].
+#[derive(Debug, Clone, Serialize)]
+pub struct HeapSite {
+    pub function: String,
+    pub inuse_bytes: i64,
 }
 
 /// Scheduler figures (runtime/runtime2.go `schedt`).
@@ -364,6 +389,13 @@ pub fn collect(
             channel,
         });
     }
+    let heap_profile = match crate::mprof::read_mem_profile(target) {
+        Ok(read) => Some(heap_profile_summary(target, &read)),
+        Err(e) => {
+            notes.push(format!("heap profile: {e}"));
+            None
+        }
+    };
     Summary {
         pid: target.pid(),
         binary: target.process.exe_display(),
@@ -378,9 +410,44 @@ pub fn collect(
         gc,
         procs,
         threads,
+        heap_profile,
         goroutine_counts: counts,
         goroutines,
         notes,
+    }
+}
+
+/// Live bytes by allocation site, from the memory profile as `runtime/pprof`
+/// would write it.
+fn heap_profile_summary(target: &Target, read: &crate::mprof::MemProfile) -> HeapProfile {
+    let profile = crate::mprof::heap_profile(target, read, crate::mprof::MemProfileKind::Heap);
+    // inuse_space is the last of the four sample types.
+    let inuse = |s: &crate::output::pprof::ValueSample| s.values.get(3).copied().unwrap_or(0);
+    let mut by_site: std::collections::BTreeMap<String, i64> = Default::default();
+    for s in &profile.samples {
+        let site = s
+            .locations
+            .first()
+            .and_then(|&i| profile.locations.get(i as usize))
+            .and_then(|l| l.lines.first())
+            .map_or_else(|| "?".to_string(), |l| l.function.to_string());
+        *by_site.entry(site).or_default() += inuse(s);
+    }
+    let mut sites: Vec<HeapSite> = by_site
+        .into_iter()
+        .filter(|&(_, bytes)| bytes > 0)
+        .map(|(function, inuse_bytes)| HeapSite {
+            function,
+            inuse_bytes,
+        })
+        .collect();
+    sites.sort_by_key(|s| std::cmp::Reverse(s.inuse_bytes));
+    sites.truncate(3);
+    HeapProfile {
+        rate: read.rate,
+        cycle: read.cycle,
+        inuse_bytes: profile.samples.iter().map(inuse).sum(),
+        top_sites: sites,
     }
 }
 

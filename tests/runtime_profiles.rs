@@ -171,10 +171,12 @@ fn differences(runtime: &Raw, gospy: &Raw, last_value_tolerance: f64) -> Vec<Str
     }
     // Sorted by frames, labels, then values: a sample and its twin end up
     // at the same index unless the sets differ.
-    let key = |s: &RawSample| (s.frames.clone(), s.labels.clone(), s.values.clone());
+    let order = |a: &RawSample, b: &RawSample| {
+        (&a.frames, &a.labels, &a.values).cmp(&(&b.frames, &b.labels, &b.values))
+    };
     let (mut r, mut g) = (nonzero(runtime), nonzero(gospy));
-    r.sort_by_key(key);
-    g.sort_by_key(key);
+    r.sort_by(order);
+    g.sort_by(order);
     let close = |a: &RawSample, b: &RawSample| {
         let n = a.values.len();
         a.frames == b.frames
@@ -273,8 +275,8 @@ fn compare_now(
 
 /// The heap, allocs, block and mutex profiles equal the runtime's own,
 /// sample by sample, for every toolchain and build mode (stripped ones
-/// included) at the default MemProfileRate, and for the default build at 1
-/// too; after a further burst and a GC, gospy's next read has the burst.
+/// included), at the default MemProfileRate and at 1; after a further
+/// burst and a GC, gospy's next read has the burst.
 #[test]
 fn profiles_equal_the_runtimes() {
     let mut failures = Vec::new();
@@ -286,14 +288,7 @@ fn profiles_equal_the_runtimes() {
             BuildMode::CgoPieStripped,
         ] {
             let bin = build_fixture("heapprof", tc, mode);
-            // The rate changes the values, the build mode how the profile
-            // is found: every rate once is enough.
-            let rates: &[&str] = if mode == BuildMode::Default {
-                &["-1", "1"]
-            } else {
-                &["-1"]
-            };
-            for &rate in rates {
+            for rate in ["-1", "1"] {
                 let label = format!("Go {} {} rate {rate}", tc.version, mode.name());
                 let prefix = tmp(&format!("go{}-{}-{rate}", tc.version, mode.name()));
                 let mut target =
@@ -555,4 +550,62 @@ fn duration_writes_the_difference_of_two_reads() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `gospy summary` names the top three allocation sites of the heap profile
+/// with their live bytes: those of the runtime's own heap profile written at
+/// the same moment (leaf function, `inuse_space` summed), and its total.
+#[test]
+fn summary_names_the_top_allocation_sites() {
+    let tc = newest_toolchain();
+    let bin = build_fixture("heapprof", &tc, BuildMode::Default);
+    let prefix = tmp("summary");
+    let mut target = Target::start(&bin, &["-out", prefix.to_str().unwrap()]);
+    // SAFETY: kill sends a signal to our own child.
+    assert_eq!(
+        unsafe { libc::kill(target.pid() as libc::pid_t, libc::SIGUSR1) },
+        0
+    );
+    target.wait_for("PROFILED", Duration::from_secs(30));
+    let runtime = raw(&tc, &PathBuf::from(format!("{}.heap", prefix.display())))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut by_site: BTreeMap<String, i64> = BTreeMap::new();
+    for s in &runtime.samples {
+        let leaf = s
+            .frames
+            .first()
+            .map_or("?", |f| f.split(' ').next().unwrap_or("?"));
+        *by_site.entry(leaf.to_string()).or_default() += s.values[3];
+    }
+    let mut expected: Vec<(String, i64)> = by_site.into_iter().filter(|s| s.1 > 0).collect();
+    expected.sort_by_key(|s| std::cmp::Reverse(s.1));
+    expected.truncate(3);
+    let total: i64 = runtime.samples.iter().map(|s| s.values[3]).sum();
+
+    let json = gospy_summary_json(target.pid());
+    let hp = &json["heap_profile"];
+    let sites: Vec<(String, i64)> = hp["top_sites"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no heap_profile.top_sites: {json}"))
+        .iter()
+        .map(|s| {
+            (
+                s["function"].as_str().unwrap_or("").to_string(),
+                s["inuse_bytes"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(sites, expected, "{hp}");
+    assert_eq!(hp["inuse_bytes"].as_i64(), Some(total), "{hp}");
+    assert_eq!(hp["rate"].as_i64(), Some(512 * 1024), "{hp}");
+}
+
+fn gospy_summary_json(pid: u32) -> serde_json::Value {
+    let out = run_gospy(&["summary", "--pid", &pid.to_string(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -123,6 +123,25 @@ pub fn write_text(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         "Threads: {} ({} running, {} sleeping, {} stopped, {} zombie)",
         t.total, t.running, t.sleeping, t.stopped, t.zombie
     )?;
+    if let Some(hp) = &s.heap_profile {
+        let sites: Vec<String> = hp
+            .top_sites
+            .iter()
+            .map(|site| format!("{} {}", site.function, bytes(Some(site.inuse_bytes as u64))))
+            .collect();
+        writeln!(
+            out,
+            "Heap profile: {} live (sampled every {}, as of GC cycle {}); top: {}",
+            bytes(Some(hp.inuse_bytes.max(0) as u64)),
+            bytes(Some(hp.rate.max(0) as u64)),
+            hp.cycle,
+            if sites.is_empty() {
+                "none".to_string()
+            } else {
+                sites.join(", ")
+            }
+        )?;
+    }
     let c = &s.goroutine_counts;
     let statuses: Vec<String> = c
         .by_status
