@@ -242,7 +242,8 @@ const MAX_LABEL_LEN: u64 = 4096;
 const MAX_LABELS: u64 = 256;
 
 /// Reads the pprof labels `g.labels` points to. Before Go 1.24 that is a
-/// `map[string]string` (runtime/map.go hmap, buckets of 8 string pairs);
+/// pointer to a `map[string]string` (runtime/map.go hmap, buckets of 8
+/// string pairs);
 /// from 1.24 a `labelMap` whose first word is a `[]label{key, value string}`
 /// (runtime/pprof/label.go). Unreadable labels are skipped, not fatal.
 pub fn read_labels(mem: &dyn Memory, binary: &Binary, ptr: u64) -> Vec<(String, String)> {
@@ -270,6 +271,11 @@ pub fn read_labels(mem: &dyn Memory, binary: &Binary, ptr: u64) -> Vec<(String, 
             }
         }
     } else {
+        // `g.labels` is a `*labelMap` (runtime/pprof SetGoroutineLabels),
+        // the address of a map variable: the `*hmap` is one load further.
+        let Some(ptr) = mem.read_u64(ptr).filter(|&p| p != 0) else {
+            return labels;
+        };
         // hmap: count int @0, B uint8 @9, buckets @16, oldbuckets @24.
         const BUCKET_SIZE: u64 = 8 + 8 * 16 + 8 * 16 + 8;
         const MIN_TOP_HASH: u8 = 5;

@@ -32,6 +32,11 @@ enum ProfileName {
     /// Where contended mutexes were held (once the program called
     /// runtime.SetMutexProfileFraction).
     Mutex,
+    /// Every goroutine's stack and pprof labels, counted by stack (the
+    /// runtime's own goroutines left out); pauses the target as dump does.
+    Goroutine,
+    /// The stack that created each OS thread (M) of the runtime.
+    Threadcreate,
 }
 
 impl ProfileName {
@@ -41,6 +46,8 @@ impl ProfileName {
             ProfileName::Allocs => "allocs",
             ProfileName::Block => "block",
             ProfileName::Mutex => "mutex",
+            ProfileName::Goroutine => "goroutine",
+            ProfileName::Threadcreate => "threadcreate",
         }
     }
 }
@@ -189,6 +196,45 @@ fn read_profile(target: &Target, name: ProfileName) -> Result<Read> {
                 ),
                 heap_cycle: None,
                 profile: contention::contention_profile(target, &read),
+            }
+        }
+        ProfileName::Goroutine => {
+            let read = mprof::goroutine::read_goroutine_profile(target, false)?;
+            let mut summary = format!(
+                "{} goroutines in {} samples ({} of the runtime's own left out)",
+                read.goroutines,
+                read.profile.samples.len(),
+                read.system
+            );
+            if let Some(pause) = read.pause {
+                summary += &format!(", target paused for {:.2} ms", pause.as_secs_f64() * 1e3);
+            }
+            if read.incomplete > 0 {
+                summary += &format!("; {} stacks read only in part", read.incomplete);
+            }
+            if !read.unreadable.is_empty() {
+                let (goid, why) = &read.unreadable[0];
+                summary += &format!(
+                    "; {} goroutines left out, unreadable (goroutine {goid}: {why})",
+                    read.unreadable.len()
+                );
+            }
+            Read {
+                summary,
+                heap_cycle: None,
+                profile: read.profile,
+            }
+        }
+        ProfileName::Threadcreate => {
+            let read = mprof::threadcreate::read_threadcreate_profile(target)?;
+            Read {
+                summary: format!(
+                    "{} threads in {} samples",
+                    read.threads,
+                    read.profile.samples.len()
+                ),
+                heap_cycle: None,
+                profile: read.profile,
             }
         }
     })

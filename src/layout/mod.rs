@@ -166,6 +166,9 @@ pub const STRUCTS: &[StructSpec] = &[
             f("incgo"),
             f("vdsoSP"),
             f("vdsoPC"),
+            // For `gospy profile threadcreate`: the [32]uintptr stack that
+            // created the thread (runtime/proc.go mcommoninit).
+            f("createstack"),
         ],
     },
     StructSpec {
@@ -551,6 +554,9 @@ pub struct MLayout {
     pub vdso_sp: u64,
     /// `m.vdsoPC`.
     pub vdso_pc: u64,
+    /// `m.createstack`: the return pcs of the call that created the M
+    /// (`[32]uintptr`); optional so that it never stops `dump`.
+    pub createstack: Option<u64>,
 }
 
 /// Field offsets of `runtime.moduledata` that gospy needs.
@@ -1032,6 +1038,7 @@ impl Layout {
                 incgo: r.req(M, "incgo")?,
                 vdso_sp: r.req(M, "vdsoSP")?,
                 vdso_pc: r.req(M, "vdsoPC")?,
+                createstack: r.opt(M, "createstack")?,
             },
             moduledata: ModuledataLayout {
                 pc_header: r.opt(MODULEDATA, "pcHeader")?,

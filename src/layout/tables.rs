@@ -60,6 +60,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("incgo", Some(280)),
                     ("vdsoSP", Some(800)),
                     ("vdsoPC", Some(808)),
+                    ("createstack", Some(360)),
                 ],
             },
             StructTable {
@@ -268,6 +269,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("incgo", Some(280)),
                     ("vdsoSP", Some(800)),
                     ("vdsoPC", Some(808)),
+                    ("createstack", Some(360)),
                 ],
             },
             StructTable {
@@ -476,6 +478,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("incgo", Some(280)),
                     ("vdsoSP", Some(808)),
                     ("vdsoPC", Some(816)),
+                    ("createstack", Some(360)),
                 ],
             },
             StructTable {
@@ -684,6 +687,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("incgo", Some(280)),
                     ("vdsoSP", Some(1120)),
                     ("vdsoPC", Some(1128)),
+                    ("createstack", Some(352)),
                 ],
             },
             StructTable {
@@ -892,6 +896,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("incgo", Some(280)),
                     ("vdsoSP", Some(856)),
                     ("vdsoPC", Some(864)),
+                    ("createstack", Some(352)),
                 ],
             },
             StructTable {
@@ -1100,6 +1105,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("incgo", Some(280)),
                     ("vdsoSP", Some(880)),
                     ("vdsoPC", Some(888)),
+                    ("createstack", Some(352)),
                 ],
             },
             StructTable {
@@ -1308,6 +1314,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("incgo", Some(272)),
                     ("vdsoSP", Some(896)),
                     ("vdsoPC", Some(904)),
+                    ("createstack", Some(368)),
                 ],
             },
             StructTable {
@@ -1516,6 +1523,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("incgo", Some(280)),
                     ("vdsoSP", Some(896)),
                     ("vdsoPC", Some(904)),
+                    ("createstack", Some(392)),
                 ],
             },
             StructTable {
@@ -1724,6 +1732,7 @@ pub const TABLES: &[VersionTable] = &[
                     ("incgo", Some(280)),
                     ("vdsoSP", Some(896)),
                     ("vdsoPC", Some(904)),
+                    ("createstack", Some(392)),
                 ],
             },
             StructTable {

@@ -218,6 +218,7 @@ pub fn contention_profile(target: &Target, profile: &ContentionProfile) -> Value
                 locations: symbols.locations(&r.stack),
                 values: vec![count, nanos as i64],
                 numeric_labels: Vec::new(),
+                labels: Vec::new(),
             }
         })
         .collect();

@@ -290,6 +290,7 @@ pub fn heap_profile(target: &Target, profile: &MemProfile, kind: MemProfileKind)
             numeric_labels: bytes_label
                 .map(|v| vec![("bytes".to_string(), v)])
                 .unwrap_or_default(),
+            labels: Vec::new(),
         });
     }
     let types = |pairs: &[(&str, &str)]| {

@@ -1,5 +1,7 @@
 //! The runtime's own profiles (runtime/mprof.go), read from outside:
-//! memory ([`heap`]), blocking and mutex contention ([`contention`]).
+//! memory ([`heap`]), blocking and mutex contention ([`contention`]);
+//! also the goroutine and thread creation profiles ([`goroutine`],
+//! [`threadcreate`]), which keep no buckets.
 //!
 //! Each profile is a list of *buckets*, one per call stack (and, for
 //! memory, allocation size), headed by a global (`runtime.mbuckets`,
@@ -11,7 +13,9 @@
 //! the read with an error.
 
 pub mod contention;
+pub mod goroutine;
 pub mod heap;
+pub mod threadcreate;
 
 use std::collections::{HashMap, HashSet};
 
@@ -100,7 +104,11 @@ fn read_bucket_list(
 /// samples with the same frames and labels are subtracted, all-zero
 /// results dropped, a sample only in `before` is negated.
 pub fn difference(before: &ValueProfile, after: &ValueProfile) -> ValueProfile {
-    type Key = (Vec<(String, String, u32)>, Vec<(String, i64)>);
+    type Key = (
+        Vec<(String, String, u32)>,
+        Vec<(String, i64)>,
+        Vec<(String, String)>,
+    );
     let key = |p: &ValueProfile, s: &ValueSample| -> Key {
         let frames = s
             .locations
@@ -109,7 +117,7 @@ pub fn difference(before: &ValueProfile, after: &ValueProfile) -> ValueProfile {
             .flat_map(|l| &l.lines)
             .map(|l| (l.function.to_string(), l.file.to_string(), l.line))
             .collect();
-        (frames, s.numeric_labels.clone())
+        (frames, s.numeric_labels.clone(), s.labels.clone())
     };
     let mut out = ValueProfile {
         samples: Vec::new(),
@@ -146,6 +154,7 @@ pub fn difference(before: &ValueProfile, after: &ValueProfile) -> ValueProfile {
                     locations: s.locations.iter().map(|&l| l + offset).collect(),
                     values: s.values.iter().map(|v| v.wrapping_neg()).collect(),
                     numeric_labels: s.numeric_labels.clone(),
+                    labels: s.labels.clone(),
                 });
             }
         }

@@ -239,6 +239,9 @@ pub struct ValueSample {
     pub values: Vec<i64>,
     /// Numeric labels, e.g. ("bytes", 512).
     pub numeric_labels: Vec<(String, i64)>,
+    /// String labels (pprof labels of the goroutine profile), e.g.
+    /// ("worker", "alpha").
+    pub labels: Vec<(String, String)>,
 }
 
 /// Builds the pprof message for a [`ValueProfile`], samples in its order.
@@ -291,15 +294,25 @@ pub fn build_values(profile: &ValueProfile, source: &PprofSource) -> proto::Prof
         .map(|s| proto::Sample {
             location_id: s.locations.iter().map(|&i| u64::from(i) + 1).collect(),
             value: s.values.clone(),
-            label: s
-                .numeric_labels
-                .iter()
-                .map(|(key, value)| proto::Label {
-                    key: strings.intern(key),
-                    num: *value,
-                    ..Default::default()
-                })
-                .collect(),
+            label: {
+                let mut label: Vec<proto::Label> = s
+                    .labels
+                    .iter()
+                    .map(|(key, value)| proto::Label {
+                        key: strings.intern(key),
+                        str: strings.intern(value),
+                        ..Default::default()
+                    })
+                    .collect();
+                for (key, value) in &s.numeric_labels {
+                    label.push(proto::Label {
+                        key: strings.intern(key),
+                        num: *value,
+                        ..Default::default()
+                    });
+                }
+                label
+            },
         })
         .collect();
     let default_sample_type = profile

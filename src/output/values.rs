@@ -564,6 +564,7 @@ mod tests {
             locations: locations.to_vec(),
             values: values.to_vec(),
             numeric_labels: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -838,11 +839,13 @@ Showing nodes accounting for 10241.50kB, 100% of 10241.60kB total
                     locations: vec![0, 1],
                     values: vec![3, 1_200_000_000],
                     numeric_labels: Vec::new(),
+                    labels: Vec::new(),
                 },
                 ValueSample {
                     locations: vec![1],
                     values: vec![1, 350_000_000],
                     numeric_labels: Vec::new(),
+                    labels: Vec::new(),
                 },
             ],
             ..Default::default()
