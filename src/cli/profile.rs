@@ -161,11 +161,13 @@ fn read_profile(target: &Target, name: ProfileName) -> Result<Read> {
                 ProfileName::Heap => MemProfileKind::Heap,
                 _ => MemProfileKind::Allocs,
             };
+            let started = Instant::now();
             let read = mprof::read_mem_profile(target)?;
             Read {
                 summary: format!(
-                    "{} buckets, MemProfileRate {} (heap profile cycle {})",
+                    "{} buckets read in {:.3} s, MemProfileRate {} (heap profile cycle {})",
                     read.buckets.len(),
+                    started.elapsed().as_secs_f64(),
                     read.rate,
                     read.cycle
                 ),

@@ -18,6 +18,7 @@ pub mod heap;
 pub mod threadcreate;
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use crate::binary::pclntab::SourceFrame;
 use crate::error::{Error, Result};
@@ -58,6 +59,7 @@ fn read_bucket_list(
     record_words: u64,
     what: &str,
 ) -> Result<Vec<RawBucket>> {
+    let mem = &BlockCache::new(mem);
     let mut buckets = Vec::new();
     let mut seen = HashSet::new();
     let mut addr = head;
@@ -163,6 +165,51 @@ pub fn difference(before: &ValueProfile, after: &ValueProfile) -> ValueProfile {
     out
 }
 
+/// Bytes read at a time by [`BlockCache`].
+const CACHE_BLOCK: u64 = 64 * 1024;
+
+/// Reads memory a 64 KiB aligned block at a time and serves reads within
+/// the last block from it: the runtime allocates buckets one after another
+/// from the same chunks (`persistentalloc`), so one read serves hundreds of
+/// buckets instead of two reads each. A block that cannot be read whole
+/// (it crosses into unmapped memory) falls back to direct reads.
+struct BlockCache<'a> {
+    mem: &'a dyn Memory,
+    block: std::cell::RefCell<(u64, Vec<u8>)>,
+}
+
+impl<'a> BlockCache<'a> {
+    fn new(mem: &'a dyn Memory) -> BlockCache<'a> {
+        BlockCache {
+            mem,
+            block: std::cell::RefCell::new((0, Vec::new())),
+        }
+    }
+}
+
+impl Memory for BlockCache<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let Some(end) = addr.checked_add(buf.len() as u64) else {
+            return false;
+        };
+        let base = addr - addr % CACHE_BLOCK;
+        if end > base + CACHE_BLOCK {
+            return self.mem.read(addr, buf);
+        }
+        let mut block = self.block.borrow_mut();
+        if block.1.is_empty() || block.0 != base {
+            let mut bytes = vec![0u8; CACHE_BLOCK as usize];
+            if !self.mem.read(base, &mut bytes) {
+                return self.mem.read(addr, buf);
+            }
+            *block = (base, bytes);
+        }
+        let at = (addr - base) as usize;
+        buf.copy_from_slice(&block.1[at..at + buf.len()]);
+        true
+    }
+}
+
 /// Little-endian words of `bytes` (a multiple of 8 long).
 fn words_of(bytes: &[u8]) -> Vec<u64> {
     bytes
@@ -182,6 +229,8 @@ struct Symbolizer<'t> {
     locations: Vec<Location>,
     /// Location ids by (pc, depth in the pc's inlined calls).
     ids: HashMap<(u64, usize), Option<u32>>,
+    /// [`Symbolizer::logical_frames`] by pc: stacks share most of their pcs.
+    logical: HashMap<u64, Rc<[SourceLine]>>,
     frames: Vec<SourceFrame<'t>>,
 }
 
@@ -191,6 +240,7 @@ impl<'t> Symbolizer<'t> {
             target,
             locations: Vec::new(),
             ids: Default::default(),
+            logical: HashMap::new(),
             frames: Vec::new(),
         }
     }
@@ -209,7 +259,16 @@ impl<'t> Symbolizer<'t> {
     /// The logical frames at return pc `pc` (the call before it),
     /// innermost first, without inlined wrappers; empty for a pc in no
     /// function.
-    fn logical_frames(&mut self, pc: u64) -> Vec<SourceLine> {
+    fn logical_frames(&mut self, pc: u64) -> Rc<[SourceLine]> {
+        if let Some(frames) = self.logical.get(&pc) {
+            return frames.clone();
+        }
+        let frames: Rc<[SourceLine]> = self.symbolize_logical(pc).into();
+        self.logical.insert(pc, frames.clone());
+        frames
+    }
+
+    fn symbolize_logical(&mut self, pc: u64) -> Vec<SourceLine> {
         let pclntab = &self.target.binary.pclntab;
         let link = pc.wrapping_sub(self.target.bias);
         let Some(f) = pclntab.find_func(link) else {
@@ -242,12 +301,12 @@ impl<'t> Symbolizer<'t> {
     /// pointer stacks of Go 1.23+'s block and mutex profiles do not).
     /// `runtime.goexit` and pcs in no function have none.
     fn locations(&mut self, stack: &[u64]) -> Vec<u32> {
-        let expanded: Vec<Vec<SourceLine>> =
+        let expanded: Vec<Rc<[SourceLine]>> =
             stack.iter().map(|&pc| self.logical_frames(pc)).collect();
         let mut out = Vec::new();
         for (i, frames) in expanded.iter().enumerate() {
             let next = expanded.get(i + 1);
-            let already_listed = |k: usize| next.is_some_and(|n| *n == frames[k..]);
+            let already_listed = |k: usize| next.is_some_and(|n| **n == frames[k..]);
             for (depth, line) in frames.iter().enumerate() {
                 if depth > 0 && already_listed(depth) {
                     break;
