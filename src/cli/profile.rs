@@ -142,6 +142,10 @@ pub struct ProfileArgs {
     /// /debug/pprof/NAME?seconds=S.
     #[arg(short, long, value_name = "SECONDS")]
     duration: Option<f64>,
+    /// goroutine: read without pausing the target (as dump --nonblocking);
+    /// the stacks of goroutines running meanwhile may be cut short.
+    #[arg(long)]
+    nonblocking: bool,
     #[command(flatten)]
     binary: super::BinaryArgs,
 }
@@ -154,7 +158,7 @@ struct Read {
     heap_cycle: Option<u32>,
 }
 
-fn read_profile(target: &Target, name: ProfileName) -> Result<Read> {
+fn read_profile(target: &Target, name: ProfileName, nonblocking: bool) -> Result<Read> {
     Ok(match name {
         ProfileName::Heap | ProfileName::Allocs => {
             let kind = match name {
@@ -201,15 +205,18 @@ fn read_profile(target: &Target, name: ProfileName) -> Result<Read> {
             }
         }
         ProfileName::Goroutine => {
-            let read = mprof::goroutine::read_goroutine_profile(target, false)?;
+            let read = mprof::goroutine::read_goroutine_profile(target, nonblocking)?;
             let mut summary = format!(
                 "{} goroutines in {} samples ({} of the runtime's own left out)",
                 read.goroutines,
                 read.profile.samples.len(),
                 read.system
             );
-            if let Some(pause) = read.pause {
-                summary += &format!(", target paused for {:.2} ms", pause.as_secs_f64() * 1e3);
+            match read.pause {
+                Some(pause) => {
+                    summary += &format!(", target paused for {:.2} ms", pause.as_secs_f64() * 1e3)
+                }
+                None => summary += ", target not paused",
             }
             if read.incomplete > 0 {
                 summary += &format!("; {} stacks read only in part", read.incomplete);
@@ -253,7 +260,7 @@ fn wait(duration: Duration) -> Duration {
 
 pub fn run(args: ProfileArgs) -> Result<i32> {
     let target = Target::attach_with(args.pid, &args.binary.open_options()?)?;
-    let first = read_profile(&target, args.name)?;
+    let first = read_profile(&target, args.name, args.nonblocking)?;
     let (profile, summary) = match args.duration {
         None => (first.profile, first.summary),
         Some(secs) => {
@@ -266,7 +273,7 @@ pub fn run(args: ProfileArgs) -> Result<i32> {
                 args.name.name()
             );
             let waited = wait(duration);
-            let second = read_profile(&target, args.name)?;
+            let second = read_profile(&target, args.name, args.nonblocking)?;
             let mut profile = mprof::difference(&first.profile, &second.profile);
             profile.duration_nanos = waited.as_nanos() as i64;
             let span = match (first.heap_cycle, second.heap_cycle) {
@@ -308,9 +315,11 @@ pub fn run(args: ProfileArgs) -> Result<i32> {
     if format == ProfileFormat::Text && args.output.is_none() {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        values::write_text(&mut out, &profile, index, TEXT_ROWS)
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::io("writing to stdout", e))?;
+        match values::write_text(&mut out, &profile, index, TEXT_ROWS).and_then(|()| out.flush()) {
+            // `| head` closed the pipe: what it wanted was written.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            r => r.map_err(|e| Error::io("writing to stdout", e))?,
+        }
         eprintln!("{} profile: {summary}", args.name.name());
         return Ok(0);
     }
