@@ -327,6 +327,20 @@ fn check_binary(version: &str, go: &Path, bin: &Path, r: &Reference) -> Result<(
     expected.globals.memstats = optional("runtime.memstats");
     expected.globals.gc_controller = optional("runtime.gcController");
     expected.globals.work = optional("runtime.work");
+    expected.globals.profiles = gospy::layout::ProfileGlobals {
+        mbuckets: optional("runtime.mbuckets"),
+        bbuckets: optional("runtime.bbuckets"),
+        xbuckets: optional("runtime.xbuckets"),
+        mprof_cycle: optional("runtime.mProfCycle").or_else(|| optional("runtime.mProf")),
+        mem_profile_rate: optional("runtime.MemProfileRate"),
+        disable_memory_profiling: optional("runtime.disableMemoryProfiling"),
+        block_profile_rate: optional("runtime.blockprofilerate"),
+        mutex_profile_rate: optional("runtime.mutexprofilerate"),
+        ticks: optional("runtime.ticks"),
+    };
+    // The reference files (readelf) predate m.createstack; tests/layout_tables.rs
+    // checks it against the generated tables.
+    expected.m.createstack = layout.m.createstack;
     // The structs read for `gospy summary` are compared with DWARF and with
     // testdata/go-runtime/offset-tables.md by tests/layout_tables.rs.
     copy_summary_structs(&mut expected, &layout);
