@@ -38,8 +38,7 @@ const CGO_KINDS: [Kind; 6] = [
     &["main.kindCgo"],
 ];
 
-/// The same for `--nonblocking`, which counts C code whose goroutine has
-/// left that cgo call by the time its sample is read under `[cgo call]`
+/// The same for `--nonblocking`, which counts C code under `[cgo call]`
 /// (README, "What a sample is").
 const NONBLOCKING_CGO_KINDS: [Kind; 6] = [
     KINDS[0],
@@ -474,9 +473,8 @@ fn check(
 /// the exact split and the runtime's as the other kinds' do, and its time
 /// carries the C frames (`cpukinds_c_burn`), in the default mode above its
 /// goroutine's Go frames. `--nonblocking` knows a C sample's goroutine
-/// (asmcgocall leaves it on the system stack) but reads its Go frames up to
-/// a batch later, so it counts a sample whose goroutine has left that cgo
-/// call by then under `[cgo call]`; the C time is C time either way.
+/// (asmcgocall leaves it on the system stack) but not its Go frames, which
+/// would be read a batch later: it counts C samples under `[cgo call]`.
 #[test]
 fn cgo_code_gets_its_share_with_native() {
     let gomaxprocs = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -1263,22 +1263,35 @@ fn pprof_of_native_frames_opens_in_go_tool_pprof() {
     );
 }
 
-/// `cgosplit` with `--nonblocking --native`: (nearly) every sample is
-/// `[cgo call]` then the C frames (a prefix of the wrapper, c_work_x,
-/// c_spin), split 3:1 between c_work_a and c_work_b.
+/// `cgosplit` with `--nonblocking --native`: (nearly) every sample has the
+/// C frames (a prefix of the wrapper, c_work_x, c_spin), under `[cgo call]`
+/// or under the goroutine's Go frames (main.chainX), split 3:1 between
+/// c_work_a and c_work_b.
 fn cgo_split_nonblocking(target: &Target) -> Result<(), String> {
     let args = ["--rate", "200", "--nonblocking", "--native"];
     let text = record(target.pid(), 3, "folded", &args)?;
     let stacks = parse_folded(&text)?;
     let total: u64 = stacks.iter().map(|s| s.count).sum();
     let (mut a, mut b) = (0, 0);
-    for s in stacks.iter().filter(|s| s.frames[0] == "[cgo call]") {
-        let c_frames = &s.frames[1..];
+    for s in &stacks {
+        // `[cgo call]` then the C frames; or, when the goroutine was still in
+        // that cgo call as the batch was read, its Go frames then the C ones.
+        let Some(start) = s.frames.iter().position(|f| f.starts_with("_cgo_")) else {
+            continue;
+        };
+        let c_frames = &s.frames[start..];
         let x = match c_frames.get(1).map(String::as_str) {
             Some("c_work_a") => "a",
             Some("c_work_b") => "b",
             _ => continue, // in the wrapper itself, or in libc/vDSO only
         };
+        let chain = if x == "a" { CHAIN_A } else { CHAIN_B };
+        if s.frames[0] != "[cgo call]" && !s.frames[..start].iter().any(|f| f == chain) {
+            return Err(format!(
+                "C frames of c_work_{x} under Go frames without {chain}: {:?}\n{text}",
+                s.frames
+            ));
+        }
         if !is_c_chain(c_frames, x) {
             return Err(format!(
                 "C frames {c_frames:?} are not _cgo_*_Cfunc_c_work_{x}, c_work_{x}, c_spin:\n{text}"
@@ -1292,7 +1305,7 @@ fn cgo_split_nonblocking(target: &Target) -> Result<(), String> {
     }
     if total < 1_500_000 || a + b < total * 9 / 10 {
         return Err(format!(
-            "only {} of {total} samples are [cgo call] with c_work_a/b frames:\n{text}",
+            "only {} of {total} samples have c_work_a/b frames:\n{text}",
             a + b
         ));
     }

@@ -36,7 +36,7 @@ use crate::process::perf::{PerfSample, PerfSampler};
 use crate::runtime::{GStatus, Goroutine, Machine};
 use crate::snapshot::{self, SnapshotOptions};
 use crate::target::Target;
-use crate::unwind::{self, StackBounds, StackEnd, StartState, UserSwitch};
+use crate::unwind::{StackBounds, StackEnd, StartState, UserSwitch};
 use std::sync::Arc;
 
 /// The goroutine root of a stack whose goroutine is not known (with
@@ -101,11 +101,6 @@ struct SampleContext {
 /// which are not known without stopping the thread (`record --native`
 /// without `--nonblocking` shows them); with `--native` the C frames follow.
 pub const CGO_CALL_FRAME: &str = "[cgo call]";
-
-/// Largest distance from the goroutine's stack pointer on entry to
-/// `runtime.asmcgocall` up to the one `entersyscall` saved in its caller,
-/// `runtime.cgocall` (a return address, and an ABI wrapper's frame).
-const MAX_CGOCALL_FRAME_GAP: u64 = 256;
 
 /// The weight of each of `count` samples (of `period` ns of perf's clock)
 /// when the process used `used` ns of CPU and `written` are written:
@@ -870,13 +865,9 @@ impl Sampler<'_> {
     /// A sample of C code called through cgo, whose C frames led back to
     /// `go`, a return into `runtime.asmcgocall`: None if `go` is elsewhere.
     ///
-    /// asmcgocall left the goroutine's g and its stack depth (the distance
-    /// of the goroutine's stack pointer from its top) on the system stack,
-    /// in the sample's copy (runtime/asm_amd64.s). The goroutine's own
-    /// frames are read live, up to a batch interval later: they are the
-    /// sample's only if the goroutine is still in a cgo call at that same
-    /// depth (the same call or its repeat from the same frames). Otherwise
-    /// the sample is counted under `[cgo call]`, with the C frames if
+    /// asmcgocall left the goroutine's g on the system stack, in the
+    /// sample's copy (runtime/asm_amd64.s): the sample is counted for that
+    /// goroutine (its labels) under `[cgo call]`, with the C frames if
     /// `--native` asked for them.
     fn cgo_call_stack(
         &mut self,
@@ -895,40 +886,21 @@ impl Sampler<'_> {
         ) {
             return None;
         }
-        // Go 1.22 dropped the 32 bytes of Windows shadow space below them.
-        let (depth_slot, g_slot) = if target.binary.go_version.at_least(1, 22) {
-            (0, 8)
+        // The saved g is at +8 (+48 before Go 1.22, which kept 32 bytes of
+        // Windows shadow space below it).
+        let g_slot = if target.binary.go_version.at_least(1, 22) {
+            8
         } else {
-            (40, 48)
+            48
         };
         let sp = go.sp?;
-        let depth = memory.read_u64(sp.checked_add(depth_slot)?)?;
         let g = read_g(memory.read_u64(sp.checked_add(g_slot)?)?)?;
         let mut locations = Vec::new();
         self.native_locations(&sample.registers(), memory, &mut locations);
-        // The goroutine's stack pointer on entry to asmcgocall, just below
-        // the frame of cgocall, whose stack pointer entersyscall saved.
-        let entry_sp = g.stack_hi.checked_sub(depth)?;
-        let same_call = g.status == GStatus::Syscall
-            && g.syscall_sp > entry_sp
-            && g.syscall_sp - entry_sp <= MAX_CGOCALL_FRAME_GAP;
-        if same_call {
-            if let Ok(start) = unwind::start_state(&g, None) {
-                let mut running = g.clone();
-                running.status = GStatus::Running;
-                let on_cpu = self.stack_from(
-                    &running,
-                    &start,
-                    &target.memory,
-                    Some(tid),
-                    true,
-                    locations.clone(),
-                );
-                if let Some(stack) = on_cpu {
-                    return Some(stack);
-                }
-            }
-        }
+        // The goroutine's Go frames are not known: they are read live a
+        // batch later, and by then the goroutine may be in another cgo call
+        // at the same depth from other frames (seen: chainA's call where
+        // the sample was in chainB's).
         let mut stack = self.stack_with(&g, Some(tid), locations, true);
         stack.roots.push(CGO_CALL_FRAME.into());
         Some(stack)
