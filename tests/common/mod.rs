@@ -47,6 +47,7 @@ pub mod build;
 pub mod corrupt;
 pub mod gospy;
 pub mod parked;
+pub mod pprof_raw;
 pub mod target;
 pub mod toolchain;
 pub mod traceback;
