@@ -80,6 +80,48 @@ impl Functions {
     }
 }
 
+/// The one Mapping: the target's binary.
+fn binary_mapping(strings: &mut Strings, source: &PprofSource) -> proto::Mapping {
+    proto::Mapping {
+        id: 1,
+        filename: strings.intern(source.binary),
+        build_id: strings.intern(source.build_id.unwrap_or("")),
+        has_functions: true,
+        has_filenames: true,
+        has_line_numbers: true,
+        has_inline_frames: true,
+        ..Default::default()
+    }
+}
+
+/// One pprof Location per location (ids from 1), each with its lines.
+fn proto_locations(
+    locations: &[Location],
+    functions: &mut Functions,
+    strings: &mut Strings,
+) -> Vec<proto::Location> {
+    locations
+        .iter()
+        .zip(1..)
+        .map(|(loc, id)| proto::Location {
+            id,
+            // C frames may lie in libraries, which have no mapping here.
+            mapping_id: if loc.native { 0 } else { 1 },
+            address: loc.address,
+            line: loc
+                .lines
+                .iter()
+                .map(|l| proto::Line {
+                    function_id: functions.id(strings, &l.function, &l.file, l.start_line),
+                    line: l.line.into(),
+                    column: 0,
+                })
+                .collect(),
+            is_folded: false,
+        })
+        .collect()
+}
+
 /// Builds the pprof message for `profile`: one Location per physical frame
 /// (with its inlined calls as further Lines, leaf first), one Function per
 /// name, file and start line; pseudo-frames (threads, goroutines, states)
@@ -98,39 +140,10 @@ pub fn build(profile: &Profile, source: &PprofSource) -> proto::Profile {
         value_type(&mut strings, time_kind, "nanoseconds"),
     ];
     let period_type = Some(value_type(&mut strings, time_kind, "nanoseconds"));
-    let mapping = proto::Mapping {
-        id: 1,
-        filename: strings.intern(source.binary),
-        build_id: strings.intern(source.build_id.unwrap_or("")),
-        has_functions: true,
-        has_filenames: true,
-        has_line_numbers: true,
-        has_inline_frames: true,
-        ..Default::default()
-    };
+    let mapping = binary_mapping(&mut strings, source);
 
     let mut functions = Functions::default();
-    let mut locations: Vec<proto::Location> = profile
-        .locations
-        .iter()
-        .zip(1..)
-        .map(|(loc, id)| proto::Location {
-            id,
-            // C frames may lie in libraries, which have no mapping here.
-            mapping_id: if loc.native { 0 } else { 1 },
-            address: loc.address,
-            line: loc
-                .lines
-                .iter()
-                .map(|l| proto::Line {
-                    function_id: functions.id(&mut strings, &l.function, &l.file, l.start_line),
-                    line: l.line.into(),
-                    column: 0,
-                })
-                .collect(),
-            is_folded: false,
-        })
-        .collect();
+    let mut locations = proto_locations(&profile.locations, &mut functions, &mut strings);
     let mut pseudo_ids: HashMap<Arc<str>, u64> = HashMap::new();
     let mut pseudo =
         |name: &Arc<str>, locations: &mut Vec<proto::Location>, strings: &mut Strings| {
@@ -257,37 +270,9 @@ pub fn build_values(profile: &ValueProfile, source: &PprofSource) -> proto::Prof
         .map(|(t, u)| value_type(t, u))
         .collect();
     let period_type = Some(value_type(&profile.period_type.0, &profile.period_type.1));
-    let mapping = proto::Mapping {
-        id: 1,
-        filename: strings.intern(source.binary),
-        build_id: strings.intern(source.build_id.unwrap_or("")),
-        has_functions: true,
-        has_filenames: true,
-        has_line_numbers: true,
-        has_inline_frames: true,
-        ..Default::default()
-    };
+    let mapping = binary_mapping(&mut strings, source);
     let mut functions = Functions::default();
-    let location = profile
-        .locations
-        .iter()
-        .zip(1..)
-        .map(|(loc, id)| proto::Location {
-            id,
-            mapping_id: if loc.native { 0 } else { 1 },
-            address: loc.address,
-            line: loc
-                .lines
-                .iter()
-                .map(|l| proto::Line {
-                    function_id: functions.id(&mut strings, &l.function, &l.file, l.start_line),
-                    line: l.line.into(),
-                    column: 0,
-                })
-                .collect(),
-            is_folded: false,
-        })
-        .collect();
+    let location = proto_locations(&profile.locations, &mut functions, &mut strings);
     let sample = profile
         .samples
         .iter()
